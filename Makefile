@@ -1,0 +1,38 @@
+# The two commands: `make run` and `make test`. Each creates .venv and installs what it needs first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-slow lint bench venv clean schema
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/herald dev
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/herald templates check
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.email_throughput
+
+schema: $(STAMP)
+	$(BIN)/herald schema --write
+
+clean:
+	rm -rf $(VENV) .herald .pytest_cache

@@ -1,0 +1,157 @@
+"""Email over SMTP: MIME built with the stdlib, sent with aiosmtplib over a bounded pool of reused connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime, parseaddr
+
+import aiosmtplib
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from channels.base import OutboundMessage, SendResult
+from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, Rejected
+from schemas.settings import Settings
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def clean_header(value: str, limit: int = 998) -> str:
+    """One line of header text: control characters (CR, LF, NUL…) become spaces, so nothing can be injected."""
+    return " ".join(_CONTROL.sub(" ", value).split())[:limit]
+
+
+def build_email(message: OutboundMessage, *, sender: str, domain: str) -> EmailMessage:
+    """A multipart/alternative email with a Message-ID derived from Herald's message id."""
+    rendered = message.rendered
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"] = sender
+    try:
+        msg["To"] = Address(display_name=clean_header(message.display_name or ""), addr_spec=message.address)
+    except (ValueError, IndexError) as exc:
+        raise InvalidRecipient("address cannot be put in a header") from exc
+    msg["Subject"] = clean_header(rendered["subject"])
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    # The Message-ID is Herald's idempotency key at the SMTP level: a resend carries the same one.
+    msg["Message-ID"] = f"<{message.message_id}@{domain}>"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Herald-Message-ID"] = message.message_id
+    for name, value in message.headers.items():
+        if not _HEADER_NAME.match(name):
+            raise Rejected(f"invalid header name {name!r}")
+        msg[name] = clean_header(value)
+    msg.set_content(rendered["text"], cte="quoted-printable")
+    msg.add_alternative(rendered["html"], subtype="html", cte="quoted-printable")
+    return msg
+
+
+@contextlib.contextmanager
+def smtp_errors(provider: str) -> Iterator[None]:
+    """Map aiosmtplib and socket errors to Herald's `DeliveryError` classes."""
+    try:
+        yield
+    except DeliveryError:
+        raise
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        code = exc.recipients[0].code if exc.recipients else 550
+        if 400 <= code < 500:
+            raise ProviderUnavailable("recipient deferred", code=str(code), provider=provider) from exc
+        raise InvalidRecipient("recipient refused", code=str(code), provider=provider) from exc
+    except aiosmtplib.SMTPAuthenticationError as exc:
+        raise Rejected("SMTP authentication failed", code=str(exc.code), provider=provider) from exc
+    except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as exc:
+        raise ProviderUnavailable(type(exc).__name__, provider=provider) from exc
+    except aiosmtplib.SMTPResponseException as exc:
+        if 400 <= exc.code < 500:
+            raise ProviderUnavailable("SMTP deferred", code=str(exc.code), provider=provider) from exc
+        raise Rejected("SMTP refused", code=str(exc.code), provider=provider) from exc
+    except aiosmtplib.SMTPException as exc:
+        raise ProviderUnavailable(type(exc).__name__, provider=provider) from exc
+    except (OSError, TimeoutError) as exc:
+        raise ProviderUnavailable(type(exc).__name__, provider=provider) from exc
+
+
+class SmtpSettings(BaseModel):
+    """Connection settings of one SMTP relay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "localhost"
+    port: int = 1025
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: str = "none"
+    pool_size: int = 8
+    timeout: float = 15.0
+    sender: str = "Herald <no-reply@example.com>"
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> SmtpSettings:
+        return cls(host=s.smtp_host, port=s.smtp_port, username=s.smtp_username, password=s.smtp_password,
+                   tls=s.smtp_tls, pool_size=s.smtp_pool_size, timeout=s.smtp_timeout, sender=s.email_from)
+
+
+class SmtpEmailProvider:
+    """Sends email through an SMTP relay, keeping up to `pool_size` authenticated connections open."""
+
+    name = "smtp"
+    channel = "email"
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self.domain = parseaddr(settings.sender)[1].rpartition("@")[2] or "localhost"
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(settings.pool_size)
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.host, port=s.port, timeout=s.timeout,
+            username=s.username, password=s.password.get_secret_value() if s.password else None,
+            use_tls=s.tls == "tls", start_tls=s.tls == "starttls",
+            tls_context=ssl.create_default_context() if s.tls != "none" else None,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
+        async with self._slots:
+            client = self._idle.pop() if self._idle else self._new_client()
+            try:
+                if not client.is_connected:
+                    await client.connect()
+                yield client
+            except BaseException:
+                client.close()
+                raise
+            else:
+                self._idle.append(client)
+
+    async def start(self) -> None:
+        """Nothing to do up front: connections open on first use."""
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        msg = build_email(message, sender=self.settings.sender, domain=self.domain)
+        with smtp_errors(self.name):
+            try:
+                async with self._connection() as client:
+                    _, reply = await client.send_message(msg)
+            except aiosmtplib.SMTPServerDisconnected:
+                # A pooled connection the server closed while idle: nothing was accepted, so one fresh try.
+                async with self._connection() as client:
+                    _, reply = await client.send_message(msg)
+        return SendResult(provider=self.name, provider_message_id=msg["Message-ID"], detail=reply[:80] or None)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.quit()
+

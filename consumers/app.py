@@ -1,0 +1,137 @@
+"""The app factory: `create_app(settings)` builds a Faust app with Herald's agents, views and runtime.
+
+No module-level app and no global settings: tests build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import faust
+from faust.types import TopicT
+
+from channels.base import Sender
+from channels.email import SmtpEmailProvider, SmtpSettings
+from channels.render import BUNDLED_TEMPLATES, Renderer
+from consumers.agents import guarded_agent
+from consumers.deadletter import DeadLetters
+from consumers.delivery import DeliveryStage
+from consumers.ingest import IngestStage
+from consumers.metrics import Metrics
+from consumers.router import Router, utcnow
+from consumers.status import StatusEmitter
+from consumers.topics import LANES, topic_specs
+from consumers.web import register_views
+from schemas.catalog import Catalog
+from schemas.settings import Settings
+
+BUNDLED_CATALOG = BUNDLED_TEMPLATES / "catalog.yaml"
+
+
+class FaustPublisher:
+    """`Publisher` over the app's own producer, with raw bytes in and out."""
+
+    def __init__(self, topics: Mapping[str, TopicT]) -> None:
+        self.topics = topics
+
+    async def send(self, topic: str, key: bytes | None, value: bytes,
+                   headers: Mapping[str, bytes] | None = None) -> None:
+        await self.topics[topic].send(key=key, value=value, headers=dict(headers) if headers else None)
+
+
+@dataclass
+class Runtime:
+    """Everything the agents share, reachable as `app.herald` (the CLI and tests use it)."""
+
+    settings: Settings
+    catalog: Catalog
+    renderer: Renderer
+    senders: dict[str, Sender]
+    metrics: Metrics
+    topics: dict[str, TopicT]
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    return Catalog.load(settings.catalog or BUNDLED_CATALOG)
+
+
+def build_senders(settings: Settings) -> dict[str, Sender]:
+    """One provider per channel for now; failover chains come with the reliability work."""
+    return {"email": SmtpEmailProvider(SmtpSettings.from_settings(settings))}
+
+
+def faust_config(settings: Settings) -> dict[str, object]:
+    """Settings -> Faust configuration, with the values measured to work on Tansu and Kafka."""
+    conf: dict[str, object] = dict(
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+        broker_commit_interval=0.5,
+        producer_linger=0.005,
+        consumer_auto_offset_reset="earliest",
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        datadir=str(Path(settings.data_dir) / "faust" / settings.app_id),
+        autodiscover=False,
+        topic_allow_declare=True,
+    )
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        from consumers.topics import kafka_client_kwargs
+
+        kw = kafka_client_kwargs(settings)
+        if settings.kafka_security_protocol.startswith("SASL"):
+            conf["broker_credentials"] = faust.SASLCredentials(
+                username=kw["sasl_plain_username"], password=kw["sasl_plain_password"],
+                mechanism=settings.kafka_sasl_mechanism, ssl_context=kw.get("ssl_context"))
+        else:
+            conf["broker_credentials"] = faust.SSLCredentials(kw["ssl_context"])
+    return conf
+
+
+def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
+               catalog: Catalog | None = None) -> faust.App:
+    """Build Herald's Faust app. `senders` and `catalog` may be injected (tests, alternative providers)."""
+    app = faust.App(settings.app_id, **faust_config(settings))
+    catalog = catalog or load_catalog(settings)
+    senders = build_senders(settings) if senders is None else senders
+    metrics = Metrics()
+    topics = {spec.short: app.topic(settings.topic(spec.short), key_serializer="raw", value_serializer="raw",
+                                    partitions=settings.partitions)
+              for spec in topic_specs()}
+    publisher = FaustPublisher(topics)
+    secret = settings.secret.get_secret_value().encode()
+    statuses = StatusEmitter(publisher, metrics, secret, utcnow)
+    dead_letters = DeadLetters(publisher, metrics)
+    renderer = Renderer(settings.templates, default_locale=settings.default_locale)
+    template_globals = {"brand": settings.brand_name}
+
+    ingest = IngestStage(Router(catalog, senders.keys()), publisher, statuses, dead_letters, metrics)
+    app.agent(app.topic(settings.topic("events"), settings.topic("events.critical"),
+                        key_serializer="raw", value_serializer="raw"),
+              name="route_events")(guarded_agent(ingest.handle, dead_letters, "route_events"))
+
+    delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=utcnow,
+                             template_globals=template_globals)
+    for channel in senders:
+        for lane in LANES:
+            name = f"send_{channel}{lane.replace('.', '_')}"
+            app.agent(topics[f"dispatch.{channel}{lane}"], name=name,
+                      concurrency=settings.email_concurrency if channel == "email" else 8,
+                      )(guarded_agent(delivery.handle, dead_letters, name))
+
+    register_views(app, metrics)
+
+    @app.on_before_shutdown.connect
+    async def close_senders(app: faust.App, **kwargs: object) -> None:
+        for sender in senders.values():
+            await sender.close()
+
+    app.herald = Runtime(settings=settings, catalog=catalog, renderer=renderer, senders=senders,  # type: ignore[attr-defined]
+                         metrics=metrics, topics=topics)
+    return app

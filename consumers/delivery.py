@@ -1,0 +1,107 @@
+"""The delivery stage: one dispatch in; render, send through the channel's provider, publish the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from channels.base import OutboundMessage, Sender
+from channels.errors import DeliveryError, RenderError
+from channels.render import Renderer
+from consumers.deadletter import DeadLetters
+from consumers.identity import record_message_id
+from consumers.metrics import Metrics
+from consumers.records import Record
+from consumers.router import describe_validation_error
+from consumers.status import StatusEmitter
+from schemas.dispatch import Dispatch
+from schemas.status import Status
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryStage:
+    """Sends dispatches of the channels it has senders for. Retries transient errors a few times in place."""
+
+    def __init__(self, renderer: Renderer, senders: Mapping[str, Sender], statuses: StatusEmitter,
+                 dead_letters: DeadLetters, metrics: Metrics, *, clock: Callable[[], datetime],
+                 template_globals: Mapping[str, Any] | None = None, max_attempts: int = 3,
+                 backoff: float = 0.5) -> None:
+        self.renderer = renderer
+        self.senders = senders
+        self.statuses = statuses
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.clock = clock
+        self.template_globals = dict(template_globals or {})
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+
+    async def handle(self, record: Record) -> None:
+        try:
+            d = Dispatch.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            mid = record_message_id(record.topic, record.partition, record.offset)
+            detail = describe_validation_error(exc)
+            await self.statuses.for_event(mid, Status.REJECTED, error="invalid_dispatch", detail=detail)
+            await self.dead_letters.send(record, reason="invalid_dispatch", detail=detail, stage="delivery")
+            return
+        if d.expires_at and self.clock() >= d.expires_at:
+            await self.statuses.for_dispatch(d, Status.EXPIRED, detail="ttl")
+            return
+        sender = self.senders.get(d.channel)
+        address = d.to.address_for(d.channel)
+        if sender is None or address is None:
+            reason = "no_sender" if sender is None else "no_address"
+            await self.statuses.for_dispatch(d, Status.FAILED, error=reason, detail=reason)
+            await self.dead_letters.send(record, reason=reason, detail=f"channel {d.channel}", stage="delivery")
+            return
+        try:
+            rendered = self.renderer.render(
+                d.event_type, d.channel, locale=d.to.locale, timezone=d.to.timezone,
+                context={**self.template_globals, "to": d.to.model_dump(), "payload": d.payload,
+                         "message_id": d.message_id})
+        except RenderError as exc:
+            await self.statuses.for_dispatch(d, Status.REJECTED, error=exc.reason, detail=exc.reason)
+            await self.dead_letters.send(record, reason=exc.reason, detail=str(exc), stage="delivery")
+            return
+        message = OutboundMessage(message_id=d.message_id, channel=d.channel, address=address, rendered=rendered,
+                                  idempotency_key=d.idempotency_key, display_name=d.to.name)
+        await self._send(record, d, sender, message)
+
+    async def _send(self, record: Record, d: Dispatch, sender: Sender, message: OutboundMessage) -> None:
+        locale = message.rendered.locale
+        for attempt in range(d.attempt, d.attempt + self.max_attempts):
+            started = time.perf_counter()
+            try:
+                result = await sender.send(message)
+            except DeliveryError as exc:
+                self.metrics.sends.labels(d.channel, sender.name, "error").inc()
+                self.metrics.provider_errors.labels(d.channel, sender.name, exc.reason).inc()
+                last = attempt == d.attempt + self.max_attempts - 1
+                if exc.retriable and not last:
+                    await self.statuses.for_dispatch(d, Status.RETRYING, provider=sender.name, locale=locale,
+                                                     attempt=attempt, error=exc.reason, detail=exc.detail)
+                    delay = getattr(exc, "retry_after", None) or random.uniform(0, self.backoff * 2 ** (attempt - 1))
+                    await asyncio.sleep(delay)
+                    continue
+                await self.statuses.for_dispatch(d, Status.FAILED, provider=sender.name, locale=locale,
+                                                 attempt=attempt, error=exc.reason, detail=exc.detail)
+                await self.dead_letters.send(record, reason=exc.reason, detail=f"{exc.reason}: {exc.detail}",
+                                             stage="delivery")
+                return
+            elapsed = time.perf_counter() - started
+            self.metrics.sends.labels(d.channel, result.provider, "sent").inc()
+            self.metrics.send_seconds.labels(d.channel, result.provider).observe(elapsed)
+            self.metrics.end_to_end_seconds.labels(d.channel, d.priority).observe(
+                max(0.0, (self.clock() - d.event_time).total_seconds()))
+            await self.statuses.for_dispatch(d, Status.SENT, provider=result.provider, locale=locale,
+                                             attempt=attempt)
+            return

@@ -1,0 +1,164 @@
+"""`herald dev` and `herald demo`: the whole stack on one machine, in the foreground.
+
+The broker and the worker run as child processes (Faust owns its event loop); the SMTP sink runs in a
+thread of this process and keeps every message as an `.eml` file under `<data_dir>/mail/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from consumers.app import load_catalog
+from consumers.broker import EmbeddedBroker, port_open
+from consumers.mailsink import start_mail_sink
+from consumers.publish import EventProducer, parse_status, read_topic
+from consumers.samples import bad_events, sample_events
+from consumers.statusview import status_row, status_table, summary_table
+from schemas.settings import Settings
+from schemas.status import FINAL_STATUSES, DeliveryStatus, Status
+
+
+def _port(bootstrap: str) -> int:
+    return int(bootstrap.split(",")[0].rpartition(":")[2])
+
+
+def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`herald worker` as a child process with the given settings in its environment."""
+    child_env = {**os.environ, **(env or {}), "HERALD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                 "HERALD_SMTP_PORT": str(settings.smtp_port), "HERALD_WEB_PORT": str(settings.web_port),
+                 "HERALD_SECRET": settings.secret.get_secret_value(), "HERALD_DATA_DIR": str(settings.data_dir)}
+    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
+    return subprocess.Popen([sys.executable, "-m", "consumers", "worker"], env=child_env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"worker exited with code {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def dev_stack(settings: Settings, console: Console) -> Iterator[Settings]:
+    """Broker, SMTP sink and worker, started in order and stopped in reverse."""
+    data = Path(settings.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    mail_dir = data / "mail"
+    if port_open(settings.smtp_host, settings.smtp_port):
+        raise RuntimeError(f"SMTP port {settings.smtp_port} is in use; set HERALD_SMTP_PORT")
+    broker = EmbeddedBroker(_port(settings.kafka_bootstrap), log_path=data / "broker.log")
+    broker.start()
+    worker = None
+    controller = None
+    try:
+        settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+        created = asyncio.run(broker.create_topics(settings))
+        console.print(f"[bold]broker[/bold]   Tansu on {broker.bootstrap} ({len(created)} topics)")
+        controller, _ = start_mail_sink(settings.smtp_port, mail_dir)
+        console.print(f"[bold]smtp[/bold]     sink on 127.0.0.1:{settings.smtp_port}, messages in {mail_dir}/")
+        worker = start_worker(settings, data / "worker.log")
+        wait_http(f"http://127.0.0.1:{settings.web_port}/health", 60, worker)
+        console.print(f"[bold]worker[/bold]   web on http://127.0.0.1:{settings.web_port} "
+                      f"(/metrics, /health); log in {data / 'worker.log'}")
+        yield settings
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        if controller is not None:
+            controller.stop()
+        broker.stop()
+
+
+async def _publish_samples(settings: Settings, include_bad: bool = True) -> int:
+    catalog = load_catalog(settings)
+    async with EventProducer(settings, catalog) as producer:
+        events = sample_events(catalog)
+        for event in events:
+            await producer.publish(event)
+        if include_bad:
+            for event in bad_events():
+                await producer.publish(event)
+            await producer.publish_raw(b"{not json", key=b"user-ana")
+        await producer.flush()
+    return len(events) + (3 if include_bad else 0)
+
+
+def run_dev(settings: Settings, console: Console) -> None:
+    try:
+        with dev_stack(settings, console) as live:
+            count = asyncio.run(_publish_samples(live))
+            console.print(f"published {count} sample events (3 of them bad on purpose). Ctrl-C stops.\n")
+
+            async def follow() -> None:
+                async for record in read_topic(live, "status", follow=True):
+                    console.print(*status_row(parse_status(record)))
+
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(follow())
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise SystemExit(1) from exc
+    console.print("stopped.")
+
+
+def _settled(statuses: list[DeliveryStatus], expected_events: int) -> bool:
+    """Every event has an outcome and every accepted message reached a final state (or `sent`)."""
+    last: dict[str, DeliveryStatus] = {}
+    for s in statuses:
+        last[s.message_id] = s
+    done = FINAL_STATUSES | {Status.SENT}
+    return len(last) >= expected_events and all(s.status in done for s in last.values())
+
+
+def run_demo(settings: Settings, console: Console, *, timeout: float = 60.0) -> int:
+    try:
+        with dev_stack(settings, console) as live:
+            count = asyncio.run(_publish_samples(live))
+            console.print(f"published {count} sample events (3 of them bad on purpose)\n")
+            table = status_table("herald.status")
+            statuses: list[DeliveryStatus] = []
+
+            async def collect() -> None:
+                deadline = time.monotonic() + timeout
+                async for record in read_topic(live, "status", follow=True, idle_timeout=0.5):
+                    status = parse_status(record)
+                    statuses.append(status)
+                    table.add_row(*status_row(status))
+                    if _settled(statuses, count) or time.monotonic() > deadline:
+                        return
+
+            asyncio.run(asyncio.wait_for(collect(), timeout + 5))
+            console.print(table)
+            console.print(summary_table(statuses))
+            mails = len(list((Path(live.data_dir) / "mail").glob("*.eml")))
+            console.print(f"{mails} emails in {Path(live.data_dir) / 'mail'}/")
+            return 0 if _settled(statuses, count) else 1
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1

@@ -1,0 +1,47 @@
+"""A local SMTP sink (aiosmtpd) for dev and tests: keeps every message, as `.eml` files or in memory."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+class MailSink:
+    """aiosmtpd handler: stores each message it accepts; `messages` is safe to read from another thread."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self.messages: list[EmailMessage] = []
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        msg = message_from_bytes(raw, policy=policy.default)
+        with self._lock:
+            self.messages.append(msg)  # type: ignore[arg-type]
+            n = next(self._seq)
+        if self.folder:
+            mid = str(msg.get("X-Herald-Message-ID", f"{n:06d}"))
+            (self.folder / f"{n:06d}-{mid}.eml").write_bytes(raw)
+        return "250 OK queued"
+
+    def snapshot(self) -> list[EmailMessage]:
+        with self._lock:
+            return list(self.messages)
+
+
+def start_mail_sink(port: int, folder: Path | None = None, host: str = "127.0.0.1") -> tuple[Controller, MailSink]:
+    """Start an SMTP server in a background thread; call `controller.stop()` to end it."""
+    sink = MailSink(folder)
+    controller = Controller(sink, hostname=host, port=port, data_size_limit=25 * 1024 * 1024)
+    controller.start()
+    return controller, sink

@@ -1,0 +1,32 @@
+"""Prometheus metrics, one registry per app so tests can build many apps. Every label set is bounded."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """Herald's metrics. Labels take catalog types, channel names, statuses and reasons: all bounded sets."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("herald_events_total", "Events read by the router, by type and outcome.",
+                              ["event_type", "outcome"], registry=r)
+        self.statuses = Counter("herald_status_total", "Status records published.",
+                                ["channel", "status"], registry=r)
+        self.sends = Counter("herald_sends_total", "Send attempts by channel, provider and result.",
+                             ["channel", "provider", "result"], registry=r)
+        self.send_seconds = Histogram("herald_send_duration_seconds", "Time a provider took to accept a send.",
+                                      ["channel", "provider"], buckets=LATENCY_BUCKETS, registry=r)
+        self.end_to_end_seconds = Histogram("herald_end_to_end_seconds", "Event time to provider acceptance.",
+                                            ["channel", "priority"], buckets=LATENCY_BUCKETS, registry=r)
+        self.dead_letters = Counter("herald_dead_letters_total", "Records sent to the dead-letter topic.",
+                                    ["source", "reason"], registry=r)
+        self.provider_errors = Counter("herald_provider_errors_total", "Provider errors by class.",
+                                       ["channel", "provider", "reason"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

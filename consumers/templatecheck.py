@@ -1,0 +1,72 @@
+"""`herald templates check|preview`: render templates with the catalog's sample data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.errors import RenderError
+from channels.render import CHANNEL_PARTS, Rendered, Renderer
+from channels.segments import sms_segments
+from consumers.app import load_catalog
+from schemas.settings import Settings
+
+SAMPLE_RECIPIENTS = ({"id": "sample-1", "name": "Ana"}, {"id": "sample-2", "name": None})
+SMS_SEGMENT_WARNING = 2
+
+
+def shipped_locales(renderer: Renderer) -> list[str]:
+    """Locales that have at least one template file."""
+    return sorted({p.name.split(".")[1] for p in renderer.root.glob("*/*.j2")})
+
+
+def _renderer(settings: Settings) -> Renderer:
+    return Renderer(settings.templates, default_locale=settings.default_locale,
+                    globals_={"brand": settings.brand_name})
+
+
+def check_templates(settings: Settings) -> tuple[list[str], list[str], int]:
+    """Render every (type, channel, locale); returns (errors, warnings, renders).
+
+    Email must exist in every shipped locale for each type that lists it; other channels are checked
+    where templates exist and reported as warnings where they are missing.
+    """
+    catalog = load_catalog(settings)
+    renderer = _renderer(settings)
+    locales = shipped_locales(renderer)
+    problems: list[str] = []
+    warnings: list[str] = []
+    count = 0
+    for event_type, entry in catalog.types.items():
+        for channel in (c.value for c in entry.channels):
+            for locale in locales:
+                parts = CHANNEL_PARTS.get(channel, ("text",))
+                present = all((renderer.root / event_type / f"{channel}.{locale}.{p}.j2").is_file() for p in parts)
+                if not present:
+                    (problems if channel == "email" else warnings).append(
+                        f"{event_type}/{channel}: no {locale} template")
+                    continue
+                for to in SAMPLE_RECIPIENTS:
+                    try:
+                        rendered = renderer.render(event_type, channel, locale=locale, timezone="Europe/Madrid",
+                                                   context={"to": to, "payload": entry.sample,
+                                                            "message_id": "msg-sample"})
+                        count += 1
+                    except RenderError as exc:
+                        problems.append(f"{event_type}/{channel}.{locale}: {exc}")
+                        break
+                    if channel == "sms":
+                        encoding, segments = sms_segments(rendered["text"])
+                        if segments > SMS_SEGMENT_WARNING:
+                            warnings.append(f"{event_type}/sms.{locale}: {segments} segments ({encoding})")
+    return problems, warnings, count
+
+
+def preview(settings: Settings, event_type: str, channel: str, locale: str, timezone: str,
+            payload: dict[str, Any] | None) -> Rendered:
+    catalog = load_catalog(settings)
+    entry = catalog.get(event_type)
+    if entry is None:
+        raise LookupError(f"unknown event type {event_type}")
+    return _renderer(settings).render(event_type, channel, locale=locale, timezone=timezone,
+                                      context={"to": SAMPLE_RECIPIENTS[0], "payload": payload or entry.sample,
+                                               "message_id": "msg-preview"})

@@ -1,0 +1,84 @@
+"""Every topic Herald uses, declared once, and created up front with explicit partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from schemas.catalog import Channel
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LANES = ("", ".critical")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    short: str
+    compacted: bool = False
+
+
+def topic_specs() -> list[TopicSpec]:
+    """Short names of every topic (prefix added by `Settings.topic`)."""
+    specs = [TopicSpec("events"), TopicSpec("events.critical"), TopicSpec("status"), TopicSpec("replies"),
+             TopicSpec("preferences", compacted=True), TopicSpec("deadletter")]
+    specs += [TopicSpec(f"dispatch.{channel.value}{lane}") for channel in Channel for lane in LANES]
+    return specs
+
+
+def dispatch_topic(channel: str, critical: bool = False) -> str:
+    """Short name of the dispatch topic of a channel and lane."""
+    return f"dispatch.{channel}{'.critical' if critical else ''}"
+
+
+def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection arguments shared by every aiokafka client Herald opens."""
+    kwargs: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap,
+                              "security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol.startswith("SASL"):
+        kwargs.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                      sasl_plain_username=settings.kafka_sasl_username,
+                      sasl_plain_password=(settings.kafka_sasl_password.get_secret_value()
+                                           if settings.kafka_sasl_password else None))
+    if settings.kafka_security_protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        kwargs["ssl_context"] = create_ssl_context()
+    return kwargs
+
+
+async def ensure_topics(settings: Settings, *, attempts: int = 30) -> list[str]:
+    """Create every missing topic with `settings.partitions` partitions; returns the ones created."""
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
+    for attempt in range(attempts):
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(settings.topic(spec.short), num_partitions=settings.partitions,
+                     replication_factor=settings.replication_factor,
+                     topic_configs={"cleanup.policy": "compact"} if spec.compacted else {})
+            for spec in topic_specs() if settings.topic(spec.short) not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass  # another worker created them at the same time
+            except KafkaError as exc:
+                log.warning("topic creation reported %s", type(exc).__name__)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()

@@ -1,0 +1,31 @@
+"""The internal contract between the router and the channel agents."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.events import Recipient
+
+
+class Dispatch(BaseModel):
+    """One message to send on one channel; keyed by `message_id` on `herald.dispatch.<channel>[.critical]`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str = Field(description="Deterministic id: same event and channel, same id.",
+                            examples=["msg-3f2a9c"])
+    event_id: str = Field(description="The event's id.", examples=["evt-81ac"])
+    event_type: str = Field(description="Catalog type.", examples=["order.confirmed"])
+    event_time: datetime = Field(description="When the event happened; latency is measured from it.")
+    tenant: str | None = Field(default=None, description="Tenant id.")
+    channel: str = Field(description="Channel to send on.", examples=["email"])
+    category: str = Field(description="transactional or promotional.", examples=["transactional"])
+    priority: str = Field(description="critical, high, normal or bulk.", examples=["high"])
+    idempotency_key: str = Field(description="sha256(dedupe key | channel | recipient).")
+    to: Recipient = Field(description="The recipient.")
+    payload: dict[str, Any] = Field(default_factory=dict, description="Template variables.")
+    attempt: int = Field(default=1, ge=1, description="Send attempt number.")
+    expires_at: datetime | None = Field(default=None, description="Not sent after this time.")

@@ -1,0 +1,58 @@
+"""Herald's configuration: environment variables prefixed `HERALD_` (documented in README.md)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob, read from `HERALD_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    env: Literal["dev", "production"] = Field(default="dev", description="production requires HERALD_SECRET.")
+    kafka_bootstrap: str = Field(default="localhost:9092", description="Bootstrap servers, comma-separated.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str = Field(default="PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    topic_prefix: str = Field(default="herald.", description="Prefix of every topic.")
+    partitions: int = Field(default=3, ge=1, description="Partitions per topic when Herald creates topics.")
+    replication_factor: int = Field(default=1, ge=1, description="Replication when Herald creates topics.")
+    app_id: str = Field(default="herald", description="Faust app id: consumer group and table names.")
+    data_dir: Path = Field(default=Path(".herald"), description="Local state: Faust data, dev mail sink.")
+    catalog: Path | None = Field(default=None, description="Catalog YAML; the bundled one when unset.")
+    templates: Path | None = Field(default=None, description="Templates folder; the bundled one when unset.")
+    default_locale: str = Field(default="en", description="Last locale of every fallback chain.")
+    brand_name: str = Field(default="Herald Shop", description="Company name used in templates.")
+
+    smtp_host: str = "localhost"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_pool_size: int = Field(default=8, ge=1, description="Reused SMTP connections per worker.")
+    smtp_timeout: float = Field(default=15.0, gt=0, description="Seconds per SMTP command.")
+    email_from: str = "Herald <no-reply@example.com>"
+
+    email_concurrency: int = Field(default=32, ge=1, description="Emails in flight per worker.")
+    web_host: str = Field(default="127.0.0.1", description="Interface of the web server.")
+    web_port: int = Field(default=6066, description="Webhooks, tracking, /metrics, /messages/{id}.")
+    secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
+                              description="Signs links, hashes recipients.")
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @model_validator(mode="after")
+    def _production_needs_secret(self) -> Settings:
+        if self.env == "production" and "secret" not in self.model_fields_set:
+            raise ValueError("HERALD_SECRET is required when HERALD_ENV=production")
+        return self
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a short name such as `status` or `dispatch.email`."""
+        return f"{self.topic_prefix}{name}"
