@@ -50,6 +50,7 @@ def build_email(message: OutboundMessage, *, sender: str, domain: str) -> EmailM
         msg[name] = clean_header(value)
     msg.set_content(rendered["text"], cte="quoted-printable")
     msg.add_alternative(rendered["html"], subtype="html", cte="quoted-printable")
+    msg["Content-Language"] = rendered.locale  # after set_content, which drops Content-* headers
     return msg
 
 

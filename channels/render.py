@@ -37,6 +37,11 @@ CHANNEL_PARTS: dict[str, tuple[str, ...]] = {
 
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent / "bundled"
 
+# Babel separates amounts and times with no-break spaces (U+00A0, U+202F). They are not GSM-7, so one of
+# them would turn an SMS into UCS-2 and cut its segment size from 160 to 70 characters.
+PLAIN_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " "})
+PLAIN_TEXT_CHANNELS = frozenset({"sms", "voice"})
+
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
@@ -200,7 +205,8 @@ class Renderer:
         for part in CHANNEL_PARTS.get(channel, ("text",)):
             name = self._path(event_type, channel, chosen, part)
             try:
-                parts[part] = self.env.get_template(name).render(variables)
+                text = self.env.get_template(name).render(variables)
+                parts[part] = text.translate(PLAIN_SPACES) if channel in PLAIN_TEXT_CHANNELS else text
             except UndefinedError as exc:
                 raise RenderError(f"{name}: {exc.message}", reason="template_variable") from exc
             except SecurityError as exc:

@@ -20,6 +20,7 @@ from consumers.deadletter import DeadLetters
 from consumers.delivery import DeliveryStage
 from consumers.ingest import IngestStage
 from consumers.metrics import Metrics
+from consumers.records import Publisher
 from consumers.router import Router, utcnow
 from consumers.status import StatusEmitter
 from consumers.topics import LANES, topic_specs
@@ -95,8 +96,8 @@ def faust_config(settings: Settings) -> dict[str, object]:
 
 
 def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
-               catalog: Catalog | None = None) -> faust.App:
-    """Build Herald's Faust app. `senders` and `catalog` may be injected (tests, alternative providers)."""
+               catalog: Catalog | None = None, publisher: Publisher | None = None) -> faust.App:
+    """Build Herald's Faust app. `senders`, `catalog` and `publisher` may be injected (tests, other providers)."""
     app = faust.App(settings.app_id, **faust_config(settings))
     catalog = catalog or load_catalog(settings)
     senders = build_senders(settings) if senders is None else senders
@@ -104,7 +105,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     topics = {spec.short: app.topic(settings.topic(spec.short), key_serializer="raw", value_serializer="raw",
                                     partitions=settings.partitions)
               for spec in topic_specs()}
-    publisher = FaustPublisher(topics)
+    publisher = publisher or FaustPublisher(topics)
     secret = settings.secret.get_secret_value().encode()
     statuses = StatusEmitter(publisher, metrics, secret, utcnow)
     dead_letters = DeadLetters(publisher, metrics)

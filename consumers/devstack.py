@@ -34,9 +34,7 @@ def _port(bootstrap: str) -> int:
 
 def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`herald worker` as a child process with the given settings in its environment."""
-    child_env = {**os.environ, **(env or {}), "HERALD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                 "HERALD_SMTP_PORT": str(settings.smtp_port), "HERALD_WEB_PORT": str(settings.web_port),
-                 "HERALD_SECRET": settings.secret.get_secret_value(), "HERALD_DATA_DIR": str(settings.data_dir)}
+    child_env = {**os.environ, **settings.as_env(), **(env or {})}
     log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen([sys.executable, "-m", "consumers", "worker"], env=child_env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -16,7 +16,7 @@ SMS_SEGMENT_WARNING = 2
 
 def shipped_locales(renderer: Renderer) -> list[str]:
     """Locales that have at least one template file."""
-    return sorted({p.name.split(".")[1] for p in renderer.root.glob("*/*.j2")})
+    return sorted({p.name.split(".")[1] for p in renderer.root.glob("*/*.j2") if not p.parent.name.startswith("_")})
 
 
 def _renderer(settings: Settings) -> Renderer:

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
             raise ValueError("HERALD_SECRET is required when HERALD_ENV=production")
         return self
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as `HERALD_*` variables, for starting a worker process with the same configuration."""
+        env = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"HERALD_{name.upper()}"] = str(value)
+        return env
+
     def topic(self, name: str) -> str:
         """Full topic name for a short name such as `status` or `dispatch.email`."""
         return f"{self.topic_prefix}{name}"

@@ -1,0 +1,33 @@
+"""Integration fixtures: one Tansu broker per session, a fresh stack (topics, SMTP sink) per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from consumers.broker import EmbeddedBroker, free_port
+from consumers.mailsink import start_mail_sink
+from tests.conftest import unique_settings
+from tests.integration.harness import Stack
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(free_port(), log_path=log) as b:
+        yield b
+
+
+@pytest.fixture
+async def stack(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[Stack]:
+    settings = unique_settings(tmp_path, kafka_bootstrap=broker.bootstrap)
+    controller, sink = start_mail_sink(settings.smtp_port)
+    s = Stack(settings=settings, sink=sink)
+    await s.create_topics()
+    try:
+        yield s
+    finally:
+        s.stop_workers()
+        controller.stop()
