@@ -1,0 +1,115 @@
+"""The delivery stage: render, send, and the status and dead letter for every outcome."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from channels.errors import InvalidRecipient, ProviderUnavailable, RateLimited
+from channels.render import Renderer
+from consumers.deadletter import DeadLetters
+from consumers.delivery import DeliveryStage
+from consumers.metrics import Metrics
+from consumers.records import Record
+from consumers.status import StatusEmitter
+from schemas.dispatch import Dispatch
+from schemas.events import Recipient
+from schemas.status import Status
+from tests.fakes import RecordingPublisher, ScriptedSender
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+def dispatch(**overrides: object) -> Dispatch:
+    values: dict[str, object] = dict(
+        message_id="msg-1", event_id="evt-1", event_type="order.confirmed", event_time=NOW - timedelta(seconds=1),
+        channel="email", category="transactional", priority="high", idempotency_key="k",
+        to=Recipient(id="u1", email="ana@example.com", locale="es-ES", name="Ana"),
+        payload={"order_id": "1001", "total": "59.90", "currency": "EUR", "items": []},
+        expires_at=NOW + timedelta(days=1))
+    values.update(overrides)
+    return Dispatch(**values)  # type: ignore[arg-type]
+
+
+def record(d: Dispatch | bytes) -> Record:
+    value = d if isinstance(d, bytes) else d.model_dump_json().encode()
+    return Record(topic="h.dispatch.email", partition=0, offset=7, key=b"msg-1", value=value)
+
+
+def stage(sender: ScriptedSender, templates: Path | None = None) -> tuple[DeliveryStage, RecordingPublisher, Metrics]:
+    publisher, metrics = RecordingPublisher(), Metrics()
+    statuses = StatusEmitter(publisher, metrics, b"secret", lambda: NOW)
+    s = DeliveryStage(Renderer(templates), {"email": sender}, statuses, DeadLetters(publisher, metrics), metrics,
+                      clock=lambda: NOW, template_globals={"brand": "Shop"}, backoff=0.0)
+    return s, publisher, metrics
+
+
+async def test_deliver__sends_once_and_publishes_sent_in_the_recipients_language() -> None:
+    sender = ScriptedSender()
+    s, publisher, metrics = stage(sender)
+    await s.handle(record(dispatch()))
+    [message] = sender.sent
+    assert message.address == "ana@example.com" and message.rendered.locale == "es"
+    [status] = publisher.statuses()
+    assert (status.status, status.provider, status.attempt, status.locale) == (Status.SENT, "fake", 1, "es")
+    assert status.latency_ms == 1000
+    assert status.recipient and "ana" not in status.recipient
+    assert metrics.sends.labels("email", "fake", "sent")._value.get() == 1
+
+
+async def test_deliver__missing_template_variable_is_rejected_and_dead_lettered() -> None:
+    sender = ScriptedSender()
+    s, publisher, _ = stage(sender)
+    await s.handle(record(dispatch(payload={"order_id": "1"})))
+    assert sender.sent == []
+    [status] = publisher.statuses()
+    assert (status.status, status.error) == (Status.REJECTED, "template_variable")
+    [letter] = publisher.on("deadletter")
+    assert letter.headers["herald-error"] == b"template_variable"
+    assert letter.headers["herald-source-offset"] == b"7"
+    assert letter.value == record(dispatch(payload={"order_id": "1"})).value
+
+
+async def test_deliver__permanent_error_fails_at_once_with_the_provider_code() -> None:
+    sender = ScriptedSender(script=[InvalidRecipient("no such user", code="550")])
+    s, publisher, _ = stage(sender)
+    await s.handle(record(dispatch()))
+    assert [x.status for x in publisher.statuses()] == [Status.FAILED]
+    assert publisher.statuses()[0].detail == "550"
+    assert len(publisher.on("deadletter")) == 1
+
+
+async def test_deliver__transient_errors_are_retried_with_attempt_numbers() -> None:
+    sender = ScriptedSender(script=[ProviderUnavailable("timeout"), RateLimited("slow down", retry_after=0.01)])
+    s, publisher, _ = stage(sender)
+    await s.handle(record(dispatch()))
+    assert [(x.status, x.attempt) for x in publisher.statuses()] == [
+        (Status.RETRYING, 1), (Status.RETRYING, 2), (Status.SENT, 3)]
+    assert len(sender.sent) == 1
+
+
+async def test_deliver__transient_errors_past_the_attempts_fail_and_dead_letter() -> None:
+    sender = ScriptedSender(script=[ProviderUnavailable("down")] * 3)
+    s, publisher, _ = stage(sender)
+    await s.handle(record(dispatch()))
+    assert [x.status for x in publisher.statuses()] == [Status.RETRYING, Status.RETRYING, Status.FAILED]
+    assert publisher.on("deadletter")[0].headers["herald-error"] == b"provider_unavailable"
+
+
+async def test_deliver__expired_dispatch_is_not_sent() -> None:
+    sender = ScriptedSender()
+    s, publisher, _ = stage(sender)
+    await s.handle(record(dispatch(expires_at=NOW - timedelta(seconds=1))))
+    assert sender.sent == []
+    assert [x.status for x in publisher.statuses()] == [Status.EXPIRED]
+
+
+async def test_deliver__unreadable_dispatch_is_dead_lettered() -> None:
+    s, publisher, _ = stage(ScriptedSender())
+    await s.handle(record(b'{"message_id": 1}'))
+    assert [x.status for x in publisher.statuses()] == [Status.REJECTED]
+    assert publisher.on("deadletter")[0].headers["herald-error"] == b"invalid_dispatch"
