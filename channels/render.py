@@ -6,6 +6,7 @@ Locale chain: `es-MX -> es -> <default>`. HTML parts are autoescaped; every vari
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -21,7 +22,7 @@ from babel.numbers import format_currency, format_decimal, format_percent
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, pass_context
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from channels.errors import RenderError
 
@@ -97,15 +98,6 @@ def _to_datetime(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _to_date(value: Any) -> date:
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return value
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        return _to_datetime(value).date()
-
-
 def _loc(ctx: Context) -> Locale:
     return _babel_locale(ctx.get("_format_locale", "en"))
 
@@ -127,16 +119,26 @@ def number(ctx: Context, value: Any) -> str:
 
 @pass_context
 def percent(ctx: Context, value: Any) -> str:
-    """`-5.2|percent` -> `-5,2 %` (the value is already in percent)."""
-    return format_percent(_to_decimal(value) / 100, format="#,##0.##%", locale=_loc(ctx))
+    """`-5.2|percent` -> `-5,2 %` in Spanish (the value is already in percent)."""
+    loc = _loc(ctx)
+    return format_percent(_to_decimal(value) / 100, format=_percent_pattern(loc), locale=loc)
+
+
+@lru_cache(maxsize=64)
+def _percent_pattern(loc: Locale) -> str:
+    """The locale's own percent pattern (spacing, sign position) with up to two decimals."""
+    return re.sub(r"0(?=[^0#]*$)", "0.##", loc.percent_formats[None].pattern, count=1)
 
 
 @pass_context
 def date_filter(ctx: Context, value: Any, fmt: str = "long") -> str:
     """A calendar date; a full timestamp is first moved to the recipient's zone."""
-    if isinstance(value, datetime) or (isinstance(value, str) and "T" in value):
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return format_date(value, fmt, locale=_loc(ctx))
+    try:
+        return format_date(date.fromisoformat(str(value)), fmt, locale=_loc(ctx))
+    except ValueError:
         return format_date(_to_datetime(value).astimezone(_tz(ctx)).date(), fmt, locale=_loc(ctx))
-    return format_date(_to_date(value), fmt, locale=_loc(ctx))
 
 
 @pass_context
@@ -149,9 +151,9 @@ def time_filter(ctx: Context, value: Any, fmt: str = "short") -> str:
     return format_time(_to_datetime(value), fmt, tzinfo=_tz(ctx), locale=_loc(ctx))
 
 
-def build_environment(root: Path) -> SandboxedEnvironment:
-    """The sandboxed, strict Jinja2 environment every template renders in."""
-    env = SandboxedEnvironment(
+def build_environment(root: Path) -> ImmutableSandboxedEnvironment:
+    """The sandboxed, strict Jinja2 environment every template renders in; templates cannot mutate their data."""
+    env = ImmutableSandboxedEnvironment(
         loader=FileSystemLoader(str(root)),
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
         undefined=StrictUndefined,

@@ -16,7 +16,7 @@ def sms_segments(text: str) -> tuple[str, int]:
         single, multi, encoding = 160, 153, "GSM-7"
     else:
         # UCS-2 counts UTF-16 code units: an emoji takes two.
-        units = len(text.encode("utf-16-le")) // 2
+        units = len(text.encode("utf-16-le", "surrogatepass")) // 2
         single, multi, encoding = 70, 67, "UCS-2"
     if units <= single:
         return encoding, 1

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_SECRET_LENGTH = 16
+
 
 class Settings(BaseSettings):
     """Every knob, read from `HERALD_*` environment variables."""
@@ -49,8 +51,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_secret(self) -> Settings:
-        if self.env == "production" and "secret" not in self.model_fields_set:
-            raise ValueError("HERALD_SECRET is required when HERALD_ENV=production")
+        if self.env == "production" and ("secret" not in self.model_fields_set
+                                         or len(self.secret.get_secret_value()) < MIN_SECRET_LENGTH):
+            raise ValueError(f"HERALD_SECRET is required (at least {MIN_SECRET_LENGTH} characters) "
+                             "when HERALD_ENV=production")
         return self
 
     def as_env(self) -> dict[str, str]:
