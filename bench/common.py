@@ -43,7 +43,7 @@ async def bench_stack(**overrides: object) -> AsyncIterator[BenchStack]:
     try:
         await ensure_topics(settings)
         worker = start_worker(settings, tmp / "worker.log")
-        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{settings.web_port}/health", 60, worker)
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{settings.web_port}/ready", 60, worker)
         yield BenchStack(settings, sink)
     finally:
         if worker is not None:

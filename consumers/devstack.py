@@ -81,9 +81,9 @@ def dev_stack(settings: Settings, console: Console) -> Iterator[Settings]:
         controller, _ = start_mail_sink(settings.smtp_port, mail_dir)
         console.print(f"[bold]smtp[/bold]     sink on 127.0.0.1:{settings.smtp_port}, messages in {mail_dir}/")
         worker = start_worker(settings, data / "worker.log")
-        wait_http(f"http://127.0.0.1:{settings.web_port}/health", 60, worker)
+        wait_http(f"http://127.0.0.1:{settings.web_port}/ready", 60, worker)
         console.print(f"[bold]worker[/bold]   web on http://127.0.0.1:{settings.web_port} "
-                      f"(/metrics, /health); log in {data / 'worker.log'}")
+                      f"(/metrics, /health, /ready); log in {data / 'worker.log'}")
         yield settings
     finally:
         if worker is not None:

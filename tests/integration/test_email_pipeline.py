@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -104,3 +105,9 @@ async def test_email_pipeline__100_events_and_5_bad_inputs(stack: Stack) -> None
     critical_types = {orjson.loads(r.value)["event_type"] for r in critical}
     assert critical_types == {t for t, e in catalog.types.items() if e.priority == "critical" and "email" in e.channels}
     assert all(p.poll() is None for p in stack.workers)
+
+    # The same story in metrics, with bounded labels.
+    metrics = httpx.get(f"http://127.0.0.1:{stack.settings.web_port}/metrics").text
+    assert 'herald_sends_total{channel="email",provider="smtp",result="sent"} 100.0' in metrics
+    assert 'herald_events_total{event_type="unknown",outcome="rejected"} 4.0' in metrics
+    assert 'herald_dead_letters_total{reason="invalid_json",source="router"} 1.0' in metrics

@@ -1,0 +1,70 @@
+"""The command line as another team uses it: `herald broker`, `herald publish`, `herald status`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumers.broker import free_port, port_open
+from consumers.topics import topic_specs
+from schemas.settings import Settings
+from schemas.status import Status
+from tests.integration.harness import Stack, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def herald(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "consumers", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_cli__broker_runs_tansu_with_every_topic_created(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "HERALD_TOPIC_PREFIX": "cli.", "HERALD_PARTITIONS": "2"}
+    process = subprocess.Popen([sys.executable, "-m", "consumers", "broker", "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert await asyncio.to_thread(wait_until, lambda: port_open("127.0.0.1", port), 20)
+        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}")
+        await admin.start()
+        try:
+            async def topics() -> set[str]:
+                return set(await admin.list_topics())
+
+            for _ in range(50):
+                if {f"cli.{s.short}" for s in topic_specs()} <= await topics():
+                    break
+                await asyncio.sleep(0.2)
+            expected = {f"cli.{s.short}" for s in topic_specs()}
+            assert expected <= await topics()
+            described = await admin.describe_topics(["cli.status"])
+            assert len(described[0]["partitions"]) == 2
+        finally:
+            await admin.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+    assert not port_open("127.0.0.1", port)
+
+
+async def test_cli__publish_then_status_shows_accepted_and_sent(stack: Stack) -> None:
+    stack.start_worker()
+    env = Settings.as_env(stack.settings)
+    published = await asyncio.to_thread(herald, "publish", "otp.requested", "--to", "ana@example.com",
+                                        "--locale", "de-DE", env=env)
+    assert published.returncode == 0, published.stderr
+    await stack.wait_statuses(lambda ss: any(s.status is Status.SENT for s in ss), timeout=30)
+    shown = await asyncio.to_thread(herald, "status", "--json", env=env)
+    lines = shown.stdout.strip().splitlines()
+    assert [line.split('"status":"')[1].split('"')[0] for line in lines] == ["accepted", "sent"]
+    [mail] = stack.sink.snapshot()
+    assert mail["Content-Language"] == "de"
+    assert "ana@example.com" not in shown.stdout
