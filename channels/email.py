@@ -149,6 +149,10 @@ class SmtpEmailProvider:
             else:
                 self._idle.append(client)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, **_: object) -> SmtpEmailProvider:
+        return cls(SmtpSettings.from_settings(settings))
+
     async def start(self) -> None:
         """Nothing to do up front: connections open on first use."""
 
@@ -157,12 +161,13 @@ class SmtpEmailProvider:
         with smtp_errors(self.name):
             try:
                 async with self._connection() as client:
-                    _, reply = await client.send_message(msg)
+                    await client.send_message(msg)
             except aiosmtplib.SMTPServerDisconnected:
                 # A pooled connection the server closed while idle: nothing was accepted, so one fresh try.
                 async with self._connection() as client:
-                    _, reply = await client.send_message(msg)
-        return SendResult(provider=self.name, provider_message_id=msg["Message-ID"], detail=reply[:80] or None)
+                    await client.send_message(msg)
+        # The server's reply text is not kept: some servers echo the recipient in it.
+        return SendResult(provider=self.name, provider_message_id=msg["Message-ID"])
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

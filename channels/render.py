@@ -35,6 +35,14 @@ CHANNEL_PARTS: dict[str, tuple[str, ...]] = {
     "push": ("title", "body"),
     "webhook": ("json",),
 }
+# Parts rendered when the chosen locale has them: a voice keypad prompt, WhatsApp's approved-template
+# parameters (JSON), an email's PDF attachment (HTML that channels/pdf.py turns into a PDF).
+OPTIONAL_PARTS: dict[str, tuple[str, ...]] = {
+    "voice": ("menu",),
+    "whatsapp": ("template",),
+    "email": ("pdf",),
+}
+AUTOESCAPED_SUFFIXES = (".html.j2", ".pdf.j2")
 
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent / "bundled"
 
@@ -155,7 +163,7 @@ def build_environment(root: Path) -> ImmutableSandboxedEnvironment:
     """The sandboxed, strict Jinja2 environment every template renders in; templates cannot mutate their data."""
     env = ImmutableSandboxedEnvironment(
         loader=FileSystemLoader(str(root)),
-        autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+        autoescape=lambda name: bool(name) and name.endswith(AUTOESCAPED_SUFFIXES),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -204,7 +212,9 @@ class Renderer:
             raise RenderError(f"no {channel} template for {event_type}", reason="template_missing")
         variables = {**context, "locale": chosen, "_format_locale": locale, "_timezone": timezone}
         parts: dict[str, str] = {}
-        for part in CHANNEL_PARTS.get(channel, ("text",)):
+        optional = [p for p in OPTIONAL_PARTS.get(channel, ())
+                    if (self.root / self._path(event_type, channel, chosen, p)).is_file()]
+        for part in (*CHANNEL_PARTS.get(channel, ("text",)), *optional):
             name = self._path(event_type, channel, chosen, part)
             try:
                 text = self.env.get_template(name).render(variables)

@@ -12,8 +12,9 @@ from pathlib import Path
 import faust
 from faust.types import TopicT
 
-from channels.base import Sender
-from channels.email import SmtpEmailProvider, SmtpSettings
+from channels.base import Sender, WebhookReceiver
+from channels.chain import ProviderChain
+from channels.registry import parse_provider_spec, provider_class
 from channels.render import BUNDLED_TEMPLATES, Renderer
 from consumers.agents import guarded_agent
 from consumers.deadletter import DeadLetters
@@ -59,8 +60,22 @@ def load_catalog(settings: Settings) -> Catalog:
 
 
 def build_senders(settings: Settings) -> dict[str, Sender]:
-    """One provider per channel for now; failover chains come with the reliability work."""
-    return {"email": SmtpEmailProvider(SmtpSettings.from_settings(settings))}
+    """One `Sender` per configured channel: its provider, or a failover chain of providers."""
+    senders: dict[str, Sender] = {}
+    for channel, vendors in parse_provider_spec(settings.providers).items():
+        providers = [provider_class(f"{channel}.{vendor}").from_settings(settings) for vendor in vendors]
+        senders[channel] = providers[0] if len(providers) == 1 else ProviderChain(channel, providers)
+    return senders
+
+
+def webhook_receivers(senders: Mapping[str, Sender]) -> dict[tuple[str, str], WebhookReceiver]:
+    """Every provider that hears back, by (channel, vendor): the web server routes `/webhooks/{channel}/{vendor}`."""
+    receivers: dict[tuple[str, str], WebhookReceiver] = {}
+    for sender in senders.values():
+        for provider in getattr(sender, "providers", [sender]):
+            if isinstance(provider, WebhookReceiver):
+                receivers[(provider.channel, provider.name)] = provider
+    return receivers
 
 
 def faust_config(settings: Settings) -> dict[str, object]:
@@ -117,13 +132,13 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
                         key_serializer="raw", value_serializer="raw"),
               name="route_events")(guarded_agent(ingest.handle, dead_letters, "route_events"))
 
-    delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=utcnow,
+    delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=utcnow, catalog=catalog,
                              template_globals=template_globals)
     for channel in senders:
         for lane in LANES:
             name = f"send_{channel}{lane.replace('.', '_')}"
-            app.agent(topics[f"dispatch.{channel}{lane}"], name=name,
-                      concurrency=settings.email_concurrency if channel == "email" else 8,
+            concurrency = settings.email_concurrency if channel == "email" else settings.channel_concurrency
+            app.agent(topics[f"dispatch.{channel}{lane}"], name=name, concurrency=concurrency,
                       )(guarded_agent(delivery.handle, dead_letters, name))
 
     register_views(app, metrics)

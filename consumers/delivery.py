@@ -21,6 +21,7 @@ from consumers.metrics import Metrics
 from consumers.records import Record
 from consumers.router import describe_validation_error
 from consumers.status import StatusEmitter
+from schemas.catalog import Catalog
 from schemas.dispatch import Dispatch
 from schemas.status import Status
 
@@ -32,8 +33,9 @@ class DeliveryStage:
 
     def __init__(self, renderer: Renderer, senders: Mapping[str, Sender], statuses: StatusEmitter,
                  dead_letters: DeadLetters, metrics: Metrics, *, clock: Callable[[], datetime],
-                 template_globals: Mapping[str, Any] | None = None, max_attempts: int = 3,
-                 backoff: float = 0.5) -> None:
+                 catalog: Catalog | None = None, template_globals: Mapping[str, Any] | None = None,
+                 max_attempts: int = 3, backoff: float = 0.5) -> None:
+        self.catalog = catalog
         self.renderer = renderer
         self.senders = senders
         self.statuses = statuses
@@ -72,8 +74,12 @@ class DeliveryStage:
             await self.statuses.for_dispatch(d, Status.REJECTED, error=exc.reason, detail=exc.reason)
             await self.dead_letters.send(record, reason=exc.reason, detail=str(exc), stage="delivery")
             return
-        message = OutboundMessage(message_id=d.message_id, channel=d.channel, address=address, rendered=rendered,
-                                  idempotency_key=d.idempotency_key, display_name=d.to.name)
+        entry = self.catalog.get(d.event_type) if self.catalog else None
+        message = OutboundMessage(
+            message_id=d.message_id, channel=d.channel, address=address, rendered=rendered,
+            idempotency_key=d.idempotency_key, display_name=d.to.name, locale=d.to.locale,
+            event_type=d.event_type, metadata={"message_id": d.message_id, "recipient_id": d.to.id},
+            options={"keypad": dict(entry.keypad)} if entry and entry.keypad else {})
         await self._send(record, d, sender, message)
 
     async def _send(self, record: Record, d: Dispatch, sender: Sender, message: OutboundMessage) -> None:
@@ -83,16 +89,17 @@ class DeliveryStage:
             try:
                 result = await sender.send(message)
             except DeliveryError as exc:
-                self.metrics.sends.labels(d.channel, sender.name, "error").inc()
-                self.metrics.provider_errors.labels(d.channel, sender.name, exc.reason).inc()
+                provider = exc.provider or sender.name
+                self.metrics.sends.labels(d.channel, provider, "error").inc()
+                self.metrics.provider_errors.labels(d.channel, provider, exc.reason).inc()
                 last = attempt == d.attempt + self.max_attempts - 1
                 if exc.retriable and not last:
-                    await self.statuses.for_dispatch(d, Status.RETRYING, provider=sender.name, locale=locale,
+                    await self.statuses.for_dispatch(d, Status.RETRYING, provider=provider, locale=locale,
                                                      attempt=attempt, error=exc.reason, detail=exc.detail)
                     delay = getattr(exc, "retry_after", None) or random.uniform(0, self.backoff * 2 ** (attempt - 1))
                     await asyncio.sleep(delay)
                     continue
-                await self.statuses.for_dispatch(d, Status.FAILED, provider=sender.name, locale=locale,
+                await self.statuses.for_dispatch(d, Status.FAILED, provider=provider, locale=locale,
                                                  attempt=attempt, error=exc.reason, detail=exc.detail)
                 await self.dead_letters.send(record, reason=exc.reason, detail=f"{exc.reason}: {exc.detail}",
                                              stage="delivery")
@@ -103,5 +110,5 @@ class DeliveryStage:
             self.metrics.end_to_end_seconds.labels(d.channel, d.priority).observe(
                 max(0.0, (self.clock() - d.event_time).total_seconds()))
             await self.statuses.for_dispatch(d, Status.SENT, provider=result.provider, locale=locale,
-                                             attempt=attempt)
+                                             attempt=attempt, detail=result.detail)
             return

@@ -105,6 +105,8 @@ class Router:
 
         priority = Priority(event.priority) if event.priority else entry.priority
         wanted = [c.value for c in entry.channels if event.channels is None or c.value in event.channels]
+        # The first channel in the catalog's order that has a sender and an address for this person;
+        # later channels are the fallback when it fails.
         dispatches = []
         for channel in wanted:
             if channel not in self.channels:
@@ -120,6 +122,7 @@ class Router:
                 idempotency_key=idempotency_key(event.dedupe_key, channel, address),
                 to=event.data.to, payload=event.data.payload, expires_at=expires_at,
             ))
+            break
         if not dispatches:
             return RouteResult(event=event, entry=entry, rejection=Rejection(
                 "no_channel", "recipient has no address on any channel this type uses"))

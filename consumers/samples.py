@@ -12,7 +12,7 @@ SAMPLE_PEOPLE = (
      "timezone": "Europe/Madrid", "name": "Ana"},
     {"id": "user-jonas", "email": "jonas@example.de", "phone": "+4915112345678", "locale": "de-DE",
      "timezone": "Europe/Berlin", "name": "Jonas"},
-    {"id": "user-emma", "email": "emma@example.co.uk", "phone": "+447700900123", "locale": "en-GB",
+    {"id": "user-emma", "email": "emma@example.co.uk", "phone": "+447911123456", "locale": "en-GB",
      "timezone": "Europe/London", "name": "Emma"},
     {"id": "user-lucia", "email": "lucia@example.mx", "locale": "es-MX", "timezone": "America/Mexico_City"},
 )

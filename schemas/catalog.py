@@ -33,6 +33,13 @@ class Channel(StrEnum):
     WEBHOOK = "webhook"
 
 
+class KeypadAction(StrEnum):
+    REPEAT = "repeat"
+    CONFIRM = "confirm"
+    CANCEL = "cancel"
+    AGENT = "agent"
+
+
 class QuietHours(StrEnum):
     RESPECT = "respect"
     IGNORE = "ignore"
@@ -64,6 +71,9 @@ class CatalogEntry(BaseModel):
     channels: list[Channel] = Field(min_length=1, description="Channels in fallback order.")
     ttl: timedelta = Field(description="Not sent once this old (e.g. `10m`).", examples=["10m"])
     quiet_hours: QuietHours = Field(default=QuietHours.RESPECT, description="respect or ignore quiet hours.")
+    keypad: dict[str, KeypadAction] = Field(
+        default_factory=dict, description="Voice keypad menu: digit -> repeat, confirm, cancel or agent.",
+        examples=[{"1": "repeat", "0": "agent"}])
     required: list[str] = Field(default_factory=list,
                                 description="Payload fields the templates need; missing ones are rejected.")
     sample: dict[str, Any] = Field(default_factory=dict,
@@ -79,6 +89,13 @@ class CatalogEntry(BaseModel):
     def _no_repeats(cls, value: list[Channel]) -> list[Channel]:
         if len(set(value)) != len(value):
             raise ValueError("a channel appears twice")
+        return value
+
+    @field_validator("keypad")
+    @classmethod
+    def _digits(cls, value: dict[str, KeypadAction]) -> dict[str, KeypadAction]:
+        if bad := [k for k in value if k not in "0123456789*#" or len(k) != 1]:
+            raise ValueError(f"keypad keys must be single keys 0-9, * or #: {bad}")
         return value
 
     @model_validator(mode="after")

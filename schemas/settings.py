@@ -42,7 +42,15 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=15.0, gt=0, description="Seconds per SMTP command.")
     email_from: str = "Herald <no-reply@example.com>"
 
+    providers: str = Field(default="email=smtp", description="Providers per channel in failover order, e.g. "
+                           "`email=smtp,sendgrid;sms=twilio,vonage;voice=twilio;whatsapp=meta;push=fcm`.")
+    public_url: str = Field(default="http://127.0.0.1:6066",
+                            description="Where providers reach Herald's web server (callbacks, links).")
+    sim_url: str = Field(default="http://127.0.0.1:8090",
+                         description="Provider simulator; the base URL of providers without their own.")
+    sim_port: int = Field(default=8090, description="Port of `herald sim`.")
     email_concurrency: int = Field(default=32, ge=1, description="Emails in flight per worker.")
+    channel_concurrency: int = Field(default=16, ge=1, description="Sends in flight per worker, other channels.")
     web_host: str = Field(default="127.0.0.1", description="Interface of the web server.")
     web_port: int = Field(default=6066, description="Webhooks, tracking, /metrics, /messages/{id}.")
     secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),

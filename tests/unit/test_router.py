@@ -84,10 +84,16 @@ def test_route__same_idempotency_key_gives_same_message_id() -> None:
     assert a.idempotency_key == b.idempotency_key != c.idempotency_key
 
 
-def test_route__channels_without_a_sender_are_skipped() -> None:
-    # order.confirmed lists email, push, sms; only email and sms have senders here, push has no token anyway.
-    result = router(("email", "sms")).route(orjson.dumps(event()), {})
-    assert [d.channel for d in result.dispatches] == ["email", "sms"]
+def test_route__first_channel_with_a_sender_and_an_address_wins() -> None:
+    # otp.requested lists sms, voice, email.
+    otp = {"code": "123456", "expires_minutes": 10}
+    assert [d.channel for d in router(("email", "sms")).route(
+        orjson.dumps(event("otp.requested", payload=otp)), {}).dispatches] == ["sms"]
+    assert [d.channel for d in router(("email",)).route(
+        orjson.dumps(event("otp.requested", payload=otp)), {}).dispatches] == ["email"]
+    no_phone = {k: v for k, v in ANA.items() if k != "phone"}
+    assert [d.channel for d in router(("email", "sms")).route(
+        orjson.dumps(event("otp.requested", to=no_phone, payload=otp)), {}).dispatches] == ["email"]
 
 
 def test_route__channels_extension_restricts_the_catalog_order() -> None:
