@@ -45,6 +45,7 @@ OPTIONAL_PARTS: dict[str, tuple[str, ...]] = {
 AUTOESCAPED_SUFFIXES = (".html.j2", ".pdf.j2")
 
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent / "bundled"
+DEFAULT_FOLDER = "_default"
 
 # Babel separates amounts and times with no-break spaces (U+00A0, U+202F). They are not GSM-7, so one of
 # them would turn an SMS into UCS-2 and cut its segment size from 160 to 70 characters.
@@ -184,22 +185,29 @@ class Renderer:
         self.default_locale = default_locale
         self.env = build_environment(self.root)
         self.env.globals.update(globals_ or {})
-        self._resolved: dict[tuple[str, str, str], str | None] = {}
+        self._resolved: dict[tuple[str, str, str], tuple[str, str] | None] = {}
 
     def _path(self, event_type: str, channel: str, locale: str, part: str) -> str:
         return f"{event_type}/{channel}.{locale}.{part}.j2"
 
-    def resolve_locale(self, event_type: str, channel: str, locale: str) -> str | None:
-        """The first locale in the chain that has every part of this channel, or None."""
+    def resolve(self, event_type: str, channel: str, locale: str) -> tuple[str, str] | None:
+        """(folder, locale): the first locale in the chain with every part of this channel, looking in the
+        type's folder and then in `_default/` (channel templates shared by every type); None if neither has it."""
         key = (event_type, channel, locale)
         if key not in self._resolved:
             parts = CHANNEL_PARTS.get(channel, ("text",))
             self._resolved[key] = next(
-                (loc for loc in locale_chain(locale, self.default_locale)
-                 if all((self.root / self._path(event_type, channel, loc, p)).is_file() for p in parts)),
+                ((folder, loc) for folder in (event_type, DEFAULT_FOLDER)
+                 for loc in locale_chain(locale, self.default_locale)
+                 if all((self.root / self._path(folder, channel, loc, p)).is_file() for p in parts)),
                 None,
             )
         return self._resolved[key]
+
+    def resolve_locale(self, event_type: str, channel: str, locale: str) -> str | None:
+        """The locale the message would be rendered in, or None when no template exists."""
+        found = self.resolve(event_type, channel, locale)
+        return found[1] if found else None
 
     def has_template(self, event_type: str, channel: str) -> bool:
         return self.resolve_locale(event_type, channel, self.default_locale) is not None
@@ -207,15 +215,17 @@ class Renderer:
     def render(self, event_type: str, channel: str, *, locale: str, timezone: str = "UTC",
                context: Mapping[str, Any]) -> Rendered:
         """Render every part; raises `RenderError` (permanent) on a missing template or variable."""
-        chosen = self.resolve_locale(event_type, channel, locale)
-        if chosen is None:
+        found = self.resolve(event_type, channel, locale)
+        if found is None:
             raise RenderError(f"no {channel} template for {event_type}", reason="template_missing")
-        variables = {**context, "locale": chosen, "_format_locale": locale, "_timezone": timezone}
+        folder, chosen = found
+        variables = {**context, "event_type": event_type, "locale": chosen, "_format_locale": locale,
+                     "_timezone": timezone}
         parts: dict[str, str] = {}
         optional = [p for p in OPTIONAL_PARTS.get(channel, ())
-                    if (self.root / self._path(event_type, channel, chosen, p)).is_file()]
+                    if (self.root / self._path(folder, channel, chosen, p)).is_file()]
         for part in (*CHANNEL_PARTS.get(channel, ("text",)), *optional):
-            name = self._path(event_type, channel, chosen, part)
+            name = self._path(folder, channel, chosen, part)
             try:
                 text = self.env.get_template(name).render(variables)
                 parts[part] = text.translate(PLAIN_SPACES) if channel in PLAIN_TEXT_CHANNELS else text

@@ -68,8 +68,8 @@ class DeliveryStage:
         try:
             rendered = self.renderer.render(
                 d.event_type, d.channel, locale=d.to.locale, timezone=d.to.timezone,
-                context={**self.template_globals, "to": d.to.model_dump(), "payload": d.payload,
-                         "message_id": d.message_id})
+                context={**self.template_globals, "to": d.to.model_dump(mode="json"), "payload": d.payload,
+                         "message_id": d.message_id, "event_id": d.event_id, "tenant": d.tenant})
         except RenderError as exc:
             await self.statuses.for_dispatch(d, Status.REJECTED, error=exc.reason, detail=exc.reason)
             await self.dead_letters.send(record, reason=exc.reason, detail=str(exc), stage="delivery")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, field_validator
 
 # Binary-mode CloudEvents put the attributes in `ce_*` headers and `data` in the record value.
 BINARY_PREFIX = "ce_"
@@ -30,6 +30,8 @@ class Recipient(BaseModel):
     timezone: str = Field(default="UTC", max_length=64, description="IANA time zone.", examples=["Europe/Madrid"])
     name: str | None = Field(default=None, max_length=200, description="Display name.", examples=["Ana"])
     push_token: str | None = Field(default=None, max_length=4096, description="Device token for push.")
+    webhook_url: HttpUrl | None = Field(default=None, description="Business customer's endpoint (webhook channel).",
+                                        examples=["https://hooks.acme.example/herald"])
 
     def address_for(self, channel: str) -> str | None:
         """The address on a channel (`email`, `sms`, `voice`, `whatsapp`, `push`), or None."""
@@ -40,6 +42,8 @@ class Recipient(BaseModel):
                 return self.phone
             case "push":
                 return self.push_token
+            case "webhook":
+                return str(self.webhook_url) if self.webhook_url else None
             case _:
                 return None
 
