@@ -12,7 +12,7 @@ from typing import Any
 
 PROVIDERS: dict[str, str] = {
     "email.smtp": "channels.email:SmtpEmailProvider",
-    "email.sendgrid": "channels.email:SendgridEmailProvider",
+    "email.sendgrid": "channels.sendgrid:SendgridEmailProvider",
     "sms.twilio": "channels.sms:TwilioSmsProvider",
     "sms.vonage": "channels.sms:VonageSmsProvider",
     "whatsapp.meta": "channels.whatsapp:MetaWhatsappProvider",

@@ -19,6 +19,7 @@ from channels.render import BUNDLED_TEMPLATES, Renderer
 from consumers.agents import guarded_agent
 from consumers.deadletter import DeadLetters
 from consumers.delivery import DeliveryStage
+from consumers.hearback import HearBack
 from consumers.ingest import IngestStage
 from consumers.metrics import Metrics
 from consumers.records import Publisher
@@ -141,7 +142,8 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
             app.agent(topics[f"dispatch.{channel}{lane}"], name=name, concurrency=concurrency,
                       )(guarded_agent(delivery.handle, dead_letters, name))
 
-    register_views(app, metrics)
+    hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, utcnow)
+    register_views(app, metrics, hearback, settings.public_url)
 
     @app.on_before_shutdown.connect
     async def close_senders(app: faust.App, **kwargs: object) -> None:

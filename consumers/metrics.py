@@ -28,5 +28,13 @@ class Metrics:
         self.provider_errors = Counter("herald_provider_errors_total", "Provider errors by class.",
                                        ["channel", "provider", "reason"], registry=r)
 
+        self.webhooks = Counter("herald_webhooks_total", "Provider webhook requests by result.",
+                                ["channel", "provider", "result"], registry=r)
+        self.unmapped_statuses = Counter("herald_unmapped_vendor_statuses_total",
+                                         "Receipts whose vendor status is not in the provider's STATUS_MAP.",
+                                         ["channel", "provider"], registry=r)
+        self.replies = Counter("herald_replies_total", "Inbound replies and keypad digits published.",
+                               ["channel", "provider"], registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -46,6 +46,14 @@ class StatusEmitter:
         await self.publish(record)
         return record
 
+    async def for_receipt(self, message_id: str, status: Status, *, channel: str, provider: str,
+                          detail: str | None = None) -> DeliveryStatus:
+        """A state change a provider reported back (receipt, open, click, reply)."""
+        record = DeliveryStatus(message_id=message_id, status=status, at=self.clock(), channel=channel,
+                                provider=provider, detail=detail)
+        await self.publish(record)
+        return record
+
     async def for_event(self, message_id: str, status: Status, *, event: CloudEvent | None = None,
                         error: str | None = None, detail: str | None = None) -> DeliveryStatus:
         now = self.clock()

@@ -1,4 +1,4 @@
-"""Faust web views: metrics, liveness and readiness. Webhooks and tracking join them in later issues."""
+"""Faust web views: metrics, liveness, readiness and provider webhooks."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from channels.webhooks import WebhookRequest, lower_keys
+from consumers.hearback import HearBack
 from consumers.metrics import Metrics
 
+MAX_WEBHOOK_BYTES = 1024 * 1024
 
-def register_views(app: faust.App, metrics: Metrics) -> None:
+
+def register_views(app: faust.App, metrics: Metrics, hearback: HearBack, public_url: str) -> None:
     @app.page("/metrics")
     async def metrics_view(web: View, request: Request) -> Response:
         return web.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -24,3 +28,23 @@ def register_views(app: faust.App, metrics: Metrics) -> None:
         """Readiness: the worker joined its consumer group and is not rebalancing."""
         ready = app.rebalancing_count > 0 and not app.rebalancing
         return web.json({"ready": ready}, status=200 if ready else 503)
+
+    async def webhook(view: View, request: Request, channel: str, vendor: str) -> Response:
+        body = await request.content.read(MAX_WEBHOOK_BYTES + 1)  # type: ignore[attr-defined]
+        if len(body) > MAX_WEBHOOK_BYTES:
+            return view.text("too large", status=413)
+        # Providers sign the public URL they called, not the one this process sees behind a proxy.
+        inbound = WebhookRequest(method=request.method, url=public_url.rstrip("/") + request.path_qs,  # type: ignore[attr-defined]
+                                 headers=lower_keys(dict(request.headers)), query=dict(request.query),  # type: ignore[attr-defined]
+                                 body=body)
+        answer = await hearback.handle(channel, vendor, inbound)
+        return view.bytes(answer.body, status=answer.status, headers={"Content-Type": answer.content_type})
+
+    class WebhookView(View):
+        async def get(self, request: Request, channel: str, vendor: str) -> Response:
+            return await webhook(self, request, channel, vendor)
+
+        async def post(self, request: Request, channel: str, vendor: str) -> Response:
+            return await webhook(self, request, channel, vendor)
+
+    app.page("/webhooks/{channel}/{vendor}")(WebhookView)
