@@ -219,8 +219,11 @@ class Renderer:
         if found is None:
             raise RenderError(f"no {channel} template for {event_type}", reason="template_missing")
         folder, chosen = found
-        variables = {**context, "event_type": event_type, "locale": chosen, "_format_locale": locale,
-                     "_timezone": timezone}
+        # Numbers and dates follow the recipient's regional format only when the text is in their language:
+        # an English fallback for a French reader reads best with English dates, not a mix.
+        same_language = locale.replace("_", "-").split("-")[0].lower() == chosen.split("-")[0]
+        variables = {**context, "event_type": event_type, "locale": chosen,
+                     "_format_locale": locale if same_language else chosen, "_timezone": timezone}
         parts: dict[str, str] = {}
         optional = [p for p in OPTIONAL_PARTS.get(channel, ())
                     if (self.root / self._path(folder, channel, chosen, p)).is_file()]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from channels.errors import RenderError
-from channels.render import CHANNEL_PARTS, Rendered, Renderer
+from channels.render import Rendered, Renderer
 from channels.segments import sms_segments
 from consumers.app import load_catalog
 from schemas.settings import Settings
@@ -27,8 +28,9 @@ def _renderer(settings: Settings) -> Renderer:
 def check_templates(settings: Settings) -> tuple[list[str], list[str], int]:
     """Render every (type, channel, locale); returns (errors, warnings, renders).
 
-    Email must exist in every shipped locale for each type that lists it; other channels are checked
-    where templates exist and reported as warnings where they are missing.
+    A type's email must exist in every shipped locale; other channels fall back along the locale chain
+    (and to `_default/`), and a fallback is reported as a warning. Every type is also rendered for the
+    webhook channel, whose shared template serves them all.
     """
     catalog = load_catalog(settings)
     renderer = _renderer(settings)
@@ -37,28 +39,45 @@ def check_templates(settings: Settings) -> tuple[list[str], list[str], int]:
     warnings: list[str] = []
     count = 0
     for event_type, entry in catalog.types.items():
-        for channel in (c.value for c in entry.channels):
+        channels = list(dict.fromkeys([c.value for c in entry.channels] + ["webhook"]))
+        for channel in channels:
             for locale in locales:
-                parts = CHANNEL_PARTS.get(channel, ("text",))
-                present = all((renderer.root / event_type / f"{channel}.{locale}.{p}.j2").is_file() for p in parts)
-                if not present:
+                found = renderer.resolve(event_type, channel, locale)
+                if found is None:
+                    problems.append(f"{event_type}/{channel}: no template for {locale} or any fallback")
+                    break
+                if found[1] != locale and found[0] != "_default":
                     (problems if channel == "email" else warnings).append(
-                        f"{event_type}/{channel}: no {locale} template")
-                    continue
+                        f"{event_type}/{channel}: no {locale} template (falls back to {found[1]})")
                 for to in SAMPLE_RECIPIENTS:
                     try:
                         rendered = renderer.render(event_type, channel, locale=locale, timezone="Europe/Madrid",
                                                    context={"to": to, "payload": entry.sample,
-                                                            "message_id": "msg-sample"})
+                                                            "message_id": "msg-sample", "event_id": "evt-sample",
+                                                            "tenant": None})
                         count += 1
                     except RenderError as exc:
                         problems.append(f"{event_type}/{channel}.{locale}: {exc}")
                         break
+                    problems.extend(f"{event_type}/{channel}.{locale}: {p}" for p in _structure(channel, rendered))
                     if channel == "sms":
                         encoding, segments = sms_segments(rendered["text"])
                         if segments > SMS_SEGMENT_WARNING:
                             warnings.append(f"{event_type}/sms.{locale}: {segments} segments ({encoding})")
     return problems, warnings, count
+
+
+def _structure(channel: str, rendered: Rendered) -> list[str]:
+    """Parts that must be machine-readable are checked as such."""
+    checks = {"webhook": "json", "whatsapp": "template"}
+    part = checks.get(channel)
+    if part is None or part not in rendered.parts:
+        return []
+    try:
+        json.loads(rendered[part])
+    except ValueError:
+        return [f"{part} part is not valid JSON"]
+    return []
 
 
 def preview(settings: Settings, event_type: str, channel: str, locale: str, timezone: str,

@@ -230,8 +230,10 @@ def test_render__html_part_is_autoescaped_and_text_parts_are_not(root: Path) -> 
 
 def render_expr(tmp_path: Path, expr: str, *, locale: str, timezone: str = "UTC", value: Any = None,
                 channel: str = "whatsapp") -> str:
-    """Render `{{ expr }}` with `payload.v = value` as a one-part message (whatsapp keeps babel's spaces)."""
-    write(tmp_path, {f"f.x/{channel}.en.text.j2": "{{ " + expr + " }}"})
+    """Render `{{ expr }}` with `payload.v = value` as a one-part message (whatsapp keeps babel's spaces),
+    from a template in the locale's own language."""
+    lang = locale.replace("_", "-").split("-")[0].lower()
+    write(tmp_path, {f"f.x/{channel}.{lang}.text.j2": "{{ " + expr + " }}"})
     rendered = Renderer(tmp_path).render("f.x", channel, locale=locale, timezone=timezone,
                                          context={"payload": {"v": value}})
     return rendered["text"]
@@ -262,7 +264,7 @@ def test_render__money_filter_keeps_babels_no_break_space_outside_sms(tmp_path: 
 @pytest.mark.parametrize("channel", ["sms", "voice"])
 def test_render__plain_text_channels_turn_babels_no_break_spaces_into_spaces(tmp_path: Path, channel: str) -> None:
     part = "speech" if channel == "voice" else "text"
-    write(tmp_path, {f"f.x/{channel}.en.{part}.j2": "{{ payload.v|money('EUR') }} {{ payload.t|time }}"})
+    write(tmp_path, {f"f.x/{channel}.es.{part}.j2": "{{ payload.v|money('EUR') }} {{ payload.t|time }}"})
 
     rendered = Renderer(tmp_path).render("f.x", channel, locale="es-ES", timezone="Europe/Madrid",
                                          context={"payload": {"v": "59.90", "t": "2026-11-24T23:30:00Z"}})
@@ -410,3 +412,11 @@ def test_render__bundled_order_confirmed_without_order_id_is_template_variable_e
             "order.confirmed", "email", locale="en", context={"to": {"id": "u1", "name": None}, "payload": payload})
 
     assert info.value.reason == "template_variable"
+
+
+def test_render__fallback_language_formats_in_the_fallback_locale(tmp_path: Path) -> None:
+    # A French reader gets the English template: its dates and money must be English too, not a mix.
+    write(tmp_path, {"f.x/sms.en.text.j2": "{{ payload.v|date }} {{ payload.m|money('EUR') }}"})
+    rendered = Renderer(tmp_path).render("f.x", "sms", locale="fr-FR", context={"payload": {"v": "2026-12-02",
+                                                                                           "m": "5"}})
+    assert rendered["text"] == "December 2, 2026 €5.00"
