@@ -1,0 +1,426 @@
+"""The deployment assets stay true to the code: metric names and labels, settings names, probes, runbooks.
+
+Docker and a cluster are not needed: every file is parsed and cross-checked against `consumers.metrics.Metrics`
+and `schemas.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+from consumers.metrics import Metrics
+from schemas.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+COMPOSE = ROOT / "docker-compose.yml"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "herald.json"
+DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+DASHBOARD_PROVIDERS = DEPLOY / "grafana" / "provisioning" / "dashboards" / "herald.yml"
+DOCKERFILE = DEPLOY / "Dockerfile"
+README = DEPLOY / "README.md"
+
+K8S_FILES = ["namespace.yaml", "configmap.yaml", "secret.example.yaml", "worker-deployment.yaml",
+             "worker-service.yaml", "worker-pdb.yaml", "worker-hpa.yaml", "topics-job.yaml", "servicemonitor.yaml",
+             "kustomization.yaml"]
+# The metrics the dashboard must show (more may come; every one referenced must exist).
+CORE_METRICS = {"herald_events", "herald_status", "herald_sends", "herald_send_duration_seconds",
+                "herald_end_to_end_seconds", "herald_dead_letters", "herald_provider_errors"}
+EXPECTED_ALERTS = {"HeraldWorkerDown", "HeraldDeadLettersRising", "HeraldSendErrorRatioHigh",
+                   "HeraldCriticalLatencyHigh", "HeraldEmailLatencyHigh", "HeraldNoSends", "HeraldProviderErrorsBurst"}
+GENERIC_LABELS = {"le", "job", "instance"}
+METRIC_RE = re.compile(r"herald_[a-z_]+")
+BY_RE = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+SELECTOR_RE = re.compile(r"(herald_[a-z_]+)\s*\{([^}]*)\}")
+MATCHER_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+HERALD_VAR_RE = re.compile(r"\bHERALD_[A-Z][A-Z0-9_]*\b")
+PORT = 6066
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def k8s_docs() -> dict[str, list[dict[str, Any]]]:
+    return {path.name: [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+            for path in sorted(K8S.glob("*.yaml"))}
+
+
+def k8s_object(kind: str) -> dict[str, Any]:
+    found = [d for docs in k8s_docs().values() for d in docs if d.get("kind") == kind]
+    assert len(found) == 1, f"expected one {kind} in deploy/k8s, found {len(found)}"
+    return found[0]
+
+
+def metric_labels() -> dict[str, set[str]]:
+    """Metric name (as `registry.collect()` reports it: counters without `_total`) -> its label names."""
+    metrics = Metrics()
+    names = {family.name for family in metrics.registry.collect()}
+    labels: dict[str, set[str]] = {}
+    for collector in vars(metrics).values():
+        if isinstance(collector, MetricWrapperBase):
+            (family,) = collector.describe()
+            labels[family.name] = set(collector._labelnames)
+    assert set(labels) == names, "every metric of the registry is an attribute of Metrics"
+    return labels
+
+
+def base_metric(name: str) -> str:
+    """`herald_x_seconds_bucket` -> `herald_x_seconds`, `herald_y_total` -> `herald_y` (registry names)."""
+    for suffix in ("_bucket", "_count", "_sum"):
+        if name.endswith(suffix):
+            name = name.removesuffix(suffix)
+            break
+    return name.removesuffix("_total")
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
+
+
+def dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def dashboard_exprs() -> list[str]:
+    exprs = [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+    for var in dashboard().get("templating", {}).get("list", []):
+        query = var.get("query")
+        exprs.append(query["query"] if isinstance(query, dict) else query)
+    return exprs
+
+
+def all_exprs() -> list[tuple[str, str]]:
+    return ([(f"alerts.yml {r['alert']}", r["expr"]) for r in alert_rules()]
+            + [("herald.json", e) for e in dashboard_exprs()])
+
+
+def github_anchor(heading: str) -> str:
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def readme_anchors() -> set[str]:
+    return {github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+)$", README.read_text(), re.M)}
+
+
+def settings_field(var: str) -> str:
+    return var.removeprefix("HERALD_").lower()
+
+
+def compose_worker_env() -> dict[str, str]:
+    env = load_yaml(COMPOSE)["services"]["herald-worker"]["environment"]
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def resolve_compose_default(value: str) -> str:
+    """`${VAR:-default}` -> `default`, as compose does when VAR is unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+# ---------------------------------------------------------------------------------------------------- parsing
+
+
+def test_deploy__every_listed_file_exists() -> None:
+    for path in (COMPOSE, ALERTS, PROMETHEUS, DASHBOARD, DATASOURCES, DASHBOARD_PROVIDERS, DOCKERFILE, README):
+        assert path.is_file(), path
+    for name in K8S_FILES:
+        assert (K8S / name).is_file(), name
+
+
+def test_deploy__every_k8s_manifest_parses_into_named_objects() -> None:
+    docs = k8s_docs()
+    assert set(K8S_FILES) <= set(docs)
+    for name, objects in docs.items():
+        assert objects, f"{name} is empty"
+        for obj in objects:
+            assert obj.get("apiVersion") and obj.get("kind"), name
+            if obj["kind"] != "Kustomization":
+                assert obj["metadata"]["name"], name
+
+
+def test_deploy__kustomization_lists_the_manifests_but_not_the_example_secret() -> None:
+    kustomization = load_yaml(K8S / "kustomization.yaml")
+    resources = kustomization["resources"]
+    for resource in resources:
+        assert (K8S / resource).is_file(), resource
+    assert "secret.example.yaml" not in resources
+    expected = set(K8S_FILES) - {"secret.example.yaml", "kustomization.yaml"}
+    assert set(resources) == expected
+    assert kustomization["namespace"] == "herald"
+
+
+def test_deploy__compose_runs_kafka_workers_mailpit_prometheus_grafana() -> None:
+    compose = load_yaml(COMPOSE)
+    services = compose["services"]
+    assert {"kafka", "herald-worker", "mailpit", "prometheus", "grafana"} <= set(services)
+
+    kafka = services["kafka"]
+    assert kafka["image"] == "apache/kafka:3.9.0"
+    kenv = {k: str(v) for k, v in kafka["environment"].items()}
+    assert kenv["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert kenv["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+
+    worker = services["herald-worker"]
+    assert (ROOT / worker["build"]["context"] / worker["build"]["dockerfile"]).resolve() == DOCKERFILE
+    assert "ports" not in worker, "replicas cannot share a host port; Prometheus finds them through DNS"
+    assert worker["deploy"]["replicas"] >= 2
+    assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+    env = compose_worker_env()
+    internal = [u.split("://", 1)[1] for u in kenv["KAFKA_ADVERTISED_LISTENERS"].split(",")
+                if u.startswith("PLAINTEXT://")]
+    assert env["HERALD_KAFKA_BOOTSTRAP"] in internal
+    assert env["HERALD_SMTP_HOST"] == "mailpit"
+    assert env["HERALD_WEB_HOST"] == "0.0.0.0"
+
+    grafana_mounts = services["grafana"]["volumes"]
+    providers = load_yaml(DASHBOARD_PROVIDERS)["providers"]
+    mounted = {m.split(":")[1] for m in grafana_mounts if m.startswith("./deploy/grafana/dashboards")}
+    assert {p["options"]["path"] for p in providers} <= mounted
+
+
+def test_deploy__dockerfile_builds_a_non_root_worker_image() -> None:
+    text = DOCKERFILE.read_text()
+    assert "python:3.11-slim" in text
+    assert len(re.findall(r"^FROM ", text, re.M)) >= 2, "multi-stage"
+    assert 'ENTRYPOINT ["herald"]' in text
+    assert 'CMD ["worker"]' in text
+    assert re.search(rf"^EXPOSE {PORT}$", text, re.M)
+    assert "HERALD_WEB_HOST=0.0.0.0" in text
+    assert "HERALD_DATA_DIR=/var/lib/herald" in text
+    healthcheck = re.search(r"^HEALTHCHECK .*?(?<!\\)$", text, re.M | re.S)
+    assert healthcheck and "/health" in healthcheck.group(0) and "python" in healthcheck.group(0)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    copied = set()
+    for source in re.findall(r"^COPY\s+(?!--)(.+?)\s+\S+$", text, re.M):
+        for part in source.split():
+            assert (ROOT / part).exists(), f"COPY source {part} is missing"
+            copied.add(part)
+    # Everything `pip install .` reads: the packages pyproject.toml includes, its readme, and the templates that
+    # channels/bundled links to.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*").rstrip(".") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages | {"pyproject.toml", pyproject["project"]["readme"], "templates"} <= copied
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+
+def test_deploy__every_metric_in_alerts_and_dashboard_exists() -> None:
+    known = metric_labels()
+    for where, expr in all_exprs():
+        for name in METRIC_RE.findall(expr):
+            assert base_metric(name) in known, f"{where}: unknown metric {name} in {expr!r}"
+
+
+def test_deploy__dashboard_shows_the_core_metrics() -> None:
+    assert set(metric_labels()) >= CORE_METRICS
+    used = {base_metric(n) for e in dashboard_exprs() for n in METRIC_RE.findall(e)}
+    assert used >= CORE_METRICS, f"the dashboard leaves out {CORE_METRICS - used}"
+
+
+def test_deploy__every_grouping_label_belongs_to_the_metrics_it_groups() -> None:
+    known = metric_labels()
+    for where, expr in all_exprs():
+        allowed = set(GENERIC_LABELS)
+        for name in METRIC_RE.findall(expr):
+            allowed |= known.get(base_metric(name), set())
+        for clause in BY_RE.findall(expr):
+            for label in filter(None, (x.strip() for x in clause.split(","))):
+                assert label in allowed, f"{where}: label {label!r} in {expr!r} is none of {sorted(allowed)}"
+
+
+def test_deploy__every_label_matcher_belongs_to_its_metric() -> None:
+    known = metric_labels()
+    for where, expr in all_exprs():
+        for name, matchers in SELECTOR_RE.findall(re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)):
+            allowed = known.get(base_metric(name), set()) | {"job", "instance"}
+            if name.endswith("_bucket"):
+                allowed.add("le")
+            for label in MATCHER_RE.findall(matchers):
+                assert label in allowed, f"{where}: {name} has no label {label!r}"
+
+
+# ---------------------------------------------------------------------------------------------------- alerts
+
+
+def test_deploy__alerts_have_for_severity_summary_description_and_runbook() -> None:
+    rules = alert_rules()
+    assert {r["alert"] for r in rules} >= EXPECTED_ALERTS
+    anchors = readme_anchors()
+    for rule in rules:
+        name = rule["alert"]
+        assert rule.get("for"), f"{name} has no `for`"
+        assert rule.get("labels", {}).get("severity") in {"critical", "warning", "info"}, name
+        annotations = rule.get("annotations", {})
+        assert annotations.get("summary"), name
+        assert annotations.get("description"), name
+        runbook = annotations.get("runbook", "")
+        path, _, anchor = runbook.partition("#")
+        assert path == "deploy/README.md", f"{name}: runbook {runbook!r}"
+        assert anchor in anchors, f"{name}: deploy/README.md has no section #{anchor}"
+        assert anchor == github_anchor(name), f"{name}: its runbook section is named after the alert"
+
+
+def test_deploy__worker_down_alert_watches_the_herald_job() -> None:
+    rules = {r["alert"]: r for r in alert_rules()}
+    assert rules["HeraldWorkerDown"]["expr"].replace(" ", "") == 'up{job="herald"}==0'
+    assert 'priority="critical"' in rules["HeraldCriticalLatencyHigh"]["expr"]
+    assert "histogram_quantile" in rules["HeraldCriticalLatencyHigh"]["expr"]
+
+
+def test_deploy__prometheus_scrapes_the_herald_job_and_loads_the_alerts() -> None:
+    config = load_yaml(PROMETHEUS)
+    assert "alerts.yml" in config["rule_files"]
+    for rule_file in config["rule_files"]:
+        assert (PROMETHEUS.parent / rule_file).is_file()
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "herald"]
+    assert job["scrape_interval"] == "15s"
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["herald-worker"] and sd["type"] == "A" and sd["port"] == PORT
+
+
+# ---------------------------------------------------------------------------------------------------- grafana
+
+
+def test_deploy__dashboard_uses_the_provisioned_datasource() -> None:
+    board = dashboard()
+    assert board["uid"] == "herald-overview"
+    assert board["schemaVersion"] == 39
+    (datasource,) = load_yaml(DATASOURCES)["datasources"]
+    assert datasource["uid"] == "prometheus" and datasource["type"] == "prometheus"
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    for panel in board["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == datasource["uid"], panel["title"]
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+
+
+def test_deploy__every_herald_variable_is_a_setting() -> None:
+    fields = set(Settings.model_fields)
+    texts = {path.name: path.read_text() for path in [COMPOSE, DOCKERFILE, README, *sorted(K8S.glob("*.yaml"))]}
+    for name, text in texts.items():
+        for var in HERALD_VAR_RE.findall(text):
+            assert settings_field(var) in fields, f"{name}: {var} is not a field of schemas.settings.Settings"
+    configmap = k8s_object("ConfigMap")
+    secret = k8s_object("Secret")
+    for var in [*compose_worker_env(), *configmap["data"], *secret["stringData"]]:
+        assert var.startswith("HERALD_"), var
+        assert settings_field(var) in fields, var
+
+
+def test_deploy__compose_and_k8s_configuration_is_accepted_by_settings() -> None:
+    compose = {settings_field(k): resolve_compose_default(v) for k, v in compose_worker_env().items()}
+    settings = Settings(**compose)
+    assert settings.env == "production"
+    assert settings.web_port == PORT
+
+    values = {settings_field(k): str(v) for k, v in k8s_object("ConfigMap")["data"].items()}
+    values |= {settings_field(k): str(v) for k, v in k8s_object("Secret")["stringData"].items()}
+    settings = Settings(**values)
+    assert settings.env == "production"
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.web_host == "0.0.0.0" and settings.web_port == PORT
+    assert settings.kafka_sasl_password is not None and settings.smtp_password is not None
+
+
+def test_deploy__example_secret_holds_only_example_values() -> None:
+    secret = k8s_object("Secret")
+    assert set(secret["stringData"]) == {"HERALD_SECRET", "HERALD_KAFKA_SASL_PASSWORD", "HERALD_SMTP_PASSWORD"}
+    for value in secret["stringData"].values():
+        assert "EXAMPLE" in value
+
+
+# ---------------------------------------------------------------------------------------------------- kubernetes
+
+
+def test_deploy__deployment_probes_health_and_ready_on_the_web_port() -> None:
+    deployment = k8s_object("Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["image"].startswith("ghcr.io/herald/herald:")
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": PORT}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": PORT}
+    if "startupProbe" in container:
+        assert container["startupProbe"]["httpGet"] == {"path": "/health", "port": PORT}
+    assert {"name": "http-metrics", "containerPort": PORT, "protocol": "TCP"} in container["ports"]
+    assert deployment["spec"]["replicas"] == 3
+    assert spec["terminationGracePeriodSeconds"] == 30
+    assert {e.get("configMapRef", {}).get("name") for e in container["envFrom"]} >= {"herald-config"}
+    assert {e.get("secretRef", {}).get("name") for e in container["envFrom"]} >= {"herald-secrets"}
+    assert set(container["resources"]) == {"requests", "limits"}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(PORT)
+
+
+def test_deploy__worker_runs_as_non_root_with_only_the_data_dir_writable() -> None:
+    spec = k8s_object("Deployment")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    data_dir = k8s_object("ConfigMap")["data"]["HERALD_DATA_DIR"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert data_dir in mounts
+    assert "emptyDir" in volumes[mounts[data_dir]]
+
+
+def test_deploy__service_monitor_and_service_expose_the_metrics_port() -> None:
+    deployment = k8s_object("Deployment")
+    service = k8s_object("Service")
+    monitor = k8s_object("ServiceMonitor")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["name"] == "http-metrics" and port["port"] == PORT
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http-metrics"]
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "herald", "alerts expect job=herald"
+
+
+def test_deploy__autoscaling_stays_within_the_partition_count() -> None:
+    hpa = k8s_object("HorizontalPodAutoscaler")
+    pdb = k8s_object("PodDisruptionBudget")
+    partitions = int(k8s_object("ConfigMap")["data"]["HERALD_PARTITIONS"])
+    assert hpa["spec"]["scaleTargetRef"]["name"] == k8s_object("Deployment")["metadata"]["name"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    assert hpa["spec"]["maxReplicas"] <= partitions
+    assert pdb["spec"]["minAvailable"] == 2 < hpa["spec"]["minReplicas"]
+    assert "partition" in (K8S / "worker-hpa.yaml").read_text()
+
+
+def test_deploy__topics_job_runs_ensure_topics() -> None:
+    job = k8s_object("Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-c"]
+    (source,) = container["args"]
+    compile(source, "topics-job", "exec")
+    assert "ensure_topics(" in source and "Settings()" in source
+    assert container["image"] == k8s_object("Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
