@@ -79,7 +79,7 @@ class DeliveryStage:
             message_id=d.message_id, channel=d.channel, address=address, rendered=rendered,
             idempotency_key=d.idempotency_key, display_name=d.to.name, locale=d.to.locale,
             event_type=d.event_type, metadata={"message_id": d.message_id, "recipient_id": d.to.id},
-            options={"keypad": dict(entry.keypad)} if entry and entry.keypad else {})
+            options={"priority": d.priority, **({"keypad": dict(entry.keypad)} if entry and entry.keypad else {})})
         await self._send(record, d, sender, message)
 
     async def _send(self, record: Record, d: Dispatch, sender: Sender, message: OutboundMessage) -> None:

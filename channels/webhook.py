@@ -1,0 +1,167 @@
+"""Webhook: POSTs a business customer's JSON to their own URL, signed per Standard Webhooks.
+
+https://www.standardwebhooks.com — `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,` + base64
+HMAC-SHA256 of `id.timestamp.body`). The URL comes from outside Herald, so every send goes through an SSRF
+guard: the host is resolved once, every address it resolves to must be public, and the request is pinned to
+the checked address so a second DNS answer (rebinding) cannot point it elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from channels.base import OutboundMessage, SendResult
+from channels.errors import InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
+from channels.http import build_client, http_errors, retry_after_seconds
+from channels.signatures import standard_webhook_signature
+from schemas.settings import Settings
+
+USER_AGENT = "Herald/0.1"
+DEV_SIGNING_SECRET = "whsec_" + base64.b64encode(b"herald-dev-webhook-secret-32byte").decode()
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class WebhookSettings(BaseSettings):
+    """`HERALD_WEBHOOK_*`. There is no base URL: each message carries its receiver's URL as its address."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_WEBHOOK_", extra="ignore")
+
+    signing_secret: SecretStr = Field(default=SecretStr(DEV_SIGNING_SECRET),
+                                      description="`whsec_` + base64 of the HMAC key (24 to 64 bytes).")
+    timeout: float = Field(default=10.0, gt=0, description="Seconds for the whole request.")
+    allow_private: bool = Field(default=False, description="Allow plain http and private, loopback and "
+                                "link-local addresses (dev and tests only).")
+    max_body_bytes: int = Field(default=256 * 1024, gt=0, description="Largest JSON body sent.")
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (IP literals resolve to themselves)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def forbidden_address(ip: IPAddress) -> bool:
+    """True for anything but a public unicast address, including private IPv4 hidden inside IPv6."""
+    embedded = []
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = [a for a in (ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())) if a is not None]
+    return any(a.is_loopback or a.is_private or a.is_link_local or a.is_multicast or a.is_reserved
+               or a.is_unspecified or not a.is_global for a in (ip, *embedded))
+
+
+class StandardWebhookProvider:
+    """Signed JSON POSTs to customers' endpoints. Calls no one back, so it is only a `Sender`."""
+
+    name = "standard"
+    channel = "webhook"
+
+    def __init__(self, config: WebhookSettings, settings: Settings, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.settings = settings
+        self.clock = clock
+        # No base URL: every request goes to an absolute, already-checked URL. Redirects are never followed
+        # (httpx's default, asserted per request below): a 3xx could lead anywhere the guard did not check.
+        self.client = build_client("", headers={"User-Agent": USER_AGENT}, timeout=config.timeout,
+                                   transport=transport)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+                      ) -> StandardWebhookProvider:
+        return cls(WebhookSettings(), settings, transport=transport)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        body = self._body(message)
+        url, host_header, server_name = await self._checked_url(message.address)
+        timestamp = int(self.clock())
+        headers = {
+            "Host": host_header,
+            "content-type": "application/json",
+            # The message id is stable across retries, so the receiver can drop a redelivery.
+            "webhook-id": message.message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": standard_webhook_signature(self.config.signing_secret.get_secret_value(),
+                                                            message.message_id, timestamp, body),
+            # A pinned connection is verified for one host name; never hand it to another host on the same IP.
+            "Connection": "close",
+        }
+        request = self.client.build_request("POST", url, content=body, headers=headers,
+                                            extensions={"sni_hostname": server_name})
+        with http_errors(self.name):
+            # Streamed and closed unread: the receiver's body is of no interest and may be arbitrarily large.
+            response = await self.client.send(request, stream=True, follow_redirects=False)
+            await response.aclose()
+        _raise_for_status(response, self.name)
+        return SendResult(provider=self.name, provider_message_id=message.message_id,
+                          detail=f"HTTP {response.status_code}")
+
+    def _body(self, message: OutboundMessage) -> bytes:
+        try:
+            payload = json.loads(message.rendered["json"])
+        except (KeyError, ValueError) as exc:
+            raise Rejected("webhook template did not render JSON", code="template_invalid",
+                           provider=self.name) from exc
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        if len(body) > self.config.max_body_bytes:
+            raise Rejected(f"webhook body over {self.config.max_body_bytes} bytes", code="too_large",
+                           provider=self.name)
+        return body
+
+    async def _checked_url(self, address: str) -> tuple[httpx.URL, str, str]:
+        """The URL to connect to (pinned to a checked address), the `Host` header, and the TLS server name."""
+        try:
+            url = httpx.URL(address)
+        except httpx.InvalidURL as exc:
+            raise InvalidRecipient("not a URL", code="invalid_url", provider=self.name) from exc
+        allowed_schemes = {"https", "http"} if self.config.allow_private else {"https"}
+        if url.scheme not in allowed_schemes or not url.host:
+            raise InvalidRecipient("webhook URL must be https", code="invalid_url", provider=self.name)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            addresses = [ipaddress.ip_address(a) for a in await resolve_host(url.raw_host.decode("ascii"), port)]
+        except (OSError, ValueError) as exc:  # socket.gaierror is an OSError
+            raise ProviderUnavailable("webhook host did not resolve", code="dns_error",
+                                      provider=self.name) from exc
+        if not addresses:
+            raise ProviderUnavailable("webhook host did not resolve", code="dns_error", provider=self.name)
+        if not self.config.allow_private and any(forbidden_address(a) for a in addresses):
+            raise InvalidRecipient("webhook host resolves to a non-public address", code="forbidden_address",
+                                   provider=self.name)
+        # The certificate is checked against the name in the customer's URL, not against the pinned address.
+        pinned = url.copy_with(host=str(addresses[0]).partition("%")[0])
+        return pinned, url.netloc.decode("ascii"), url.raw_host.decode("ascii")
+
+
+def _raise_for_status(response: httpx.Response, provider: str) -> None:
+    """Standard Webhooks receivers' answers: 2xx done, 410 gone for good, 429 and 5xx later, else refused."""
+    status = response.status_code
+    if response.is_success:
+        return
+    kwargs: dict[str, Any] = {"code": str(status), "provider": provider}
+    if status == 410:
+        raise InvalidRecipient("webhook endpoint is gone", code="gone", provider=provider)
+    if status == 429:
+        raise RateLimited("HTTP 429", retry_after=retry_after_seconds(response.headers.get("retry-after")),
+                          **kwargs)
+    if status >= 500 or status in (408, 425):  # server errors and the receiver's own timeouts
+        raise ProviderUnavailable(f"HTTP {status}", **kwargs)
+    raise Rejected(f"HTTP {status}", **kwargs)  # other 4xx, and 3xx since redirects are not followed

@@ -1,0 +1,434 @@
+"""Webhook channel: Standard Webhooks signing, the SSRF guard, and receivers' answers mapped."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import channels.webhook as webhook_module
+from channels.base import OutboundMessage, Sender, WebhookReceiver
+from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
+from channels.render import Rendered
+from channels.signatures import standard_webhook_signature, verify_standard_webhook
+from channels.webhook import StandardWebhookProvider, WebhookSettings
+from schemas.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "standardwebhooks"
+NOW = 1_764_000_000
+PUBLIC_URL = "https://93.184.216.34/hooks/herald"
+DEV_SECRET = "whsec_" + base64.b64encode(b"herald-dev-webhook-secret-32byte").decode()
+
+
+def fixture_text(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def outbound(*, address: str = PUBLIC_URL, json_part: str | None = None, message_id: str = "msg-3f2a9c",
+             parts: dict[str, str] | None = None) -> OutboundMessage:
+    if parts is None:
+        parts = {"json": fixture_text("order_confirmed.json") if json_part is None else json_part}
+    return OutboundMessage(message_id=message_id, channel="webhook", address=address,
+                           rendered=Rendered(template="order.confirmed/webhook", locale="es", parts=parts),
+                           idempotency_key=f"key-{message_id}", event_type="order.confirmed",
+                           metadata={"message_id": message_id, "recipient_id": "acme"})
+
+
+def transport_errors(cls: type[httpx.TransportError] = httpx.TransportError) -> list[type[httpx.TransportError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(transport_errors(sub))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("HERALD_WEBHOOK_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(sim_url="http://sim.test", secret="test-secret")
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+Make = Callable[..., tuple[StandardWebhookProvider, list[httpx.Request]]]
+
+
+@pytest.fixture
+async def make(settings: Settings) -> AsyncIterator[Make]:
+    providers: list[StandardWebhookProvider] = []
+
+    def build(handler: Handler | None = None, *, allow_private: bool = False,
+              clock: Callable[[], float] = lambda: NOW) -> tuple[StandardWebhookProvider, list[httpx.Request]]:
+        seen: list[httpx.Request] = []
+
+        def record(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return (handler or ok)(request)
+
+        provider = StandardWebhookProvider(WebhookSettings(allow_private=allow_private), settings,
+                                           transport=httpx.MockTransport(record), clock=clock)
+        providers.append(provider)
+        return provider, seen
+
+    yield build
+    for provider in providers:
+        await provider.close()
+
+
+def ok(_: httpx.Request) -> httpx.Response:
+    return httpx.Response(204)
+
+
+def resolver(*addresses: str) -> Callable[[str, int], Any]:
+    async def resolve(host: str, port: int) -> list[str]:
+        return list(addresses)
+
+    return resolve
+
+
+# --- settings and shape ---------------------------------------------------------------------------------------
+
+
+def test_webhook_settings__dev_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = WebhookSettings()
+
+    assert config.signing_secret.get_secret_value() == DEV_SECRET
+    assert base64.b64decode(DEV_SECRET.removeprefix("whsec_")) == b"herald-dev-webhook-secret-32byte"
+    assert config.timeout == 10.0
+    assert config.allow_private is False
+    assert config.max_body_bytes == 256 * 1024
+    assert "whsec_" not in repr(config)
+
+    monkeypatch.setenv("HERALD_WEBHOOK_ALLOW_PRIVATE", "true")
+    assert WebhookSettings().allow_private is True
+
+
+def test_standard_webhook__is_only_a_sender(settings: Settings) -> None:
+    provider = StandardWebhookProvider.from_settings(settings)
+
+    assert (provider.name, provider.channel) == ("standard", "webhook")
+    assert isinstance(provider, Sender)
+    assert not isinstance(provider, WebhookReceiver)
+
+
+async def test_standard_webhook__from_settings_uses_the_transport(settings: Settings) -> None:
+    seen: list[httpx.Request] = []
+    provider = StandardWebhookProvider.from_settings(
+        settings, transport=httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(200)))
+    try:
+        await provider.send(outbound())
+    finally:
+        await provider.close()
+
+    assert len(seen) == 1
+
+
+# --- the request built and signed -----------------------------------------------------------------------------
+
+
+async def test_standard_webhook__builds_the_signed_request(make: Make) -> None:
+    provider, seen = make()
+
+    result = await provider.send(outbound())
+
+    [request] = seen
+    assert request.method == "POST"
+    assert str(request.url) == PUBLIC_URL
+    expected_body = json.dumps(json.loads(fixture_text("order_confirmed.json")), ensure_ascii=False,
+                               separators=(",", ":")).encode()
+    assert request.content == expected_body
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"] == "Herald/0.1"
+    assert request.headers["webhook-id"] == "msg-3f2a9c"
+    assert request.headers["webhook-timestamp"] == str(NOW)
+    assert request.headers["webhook-signature"] == standard_webhook_signature(DEV_SECRET, "msg-3f2a9c", NOW,
+                                                                              expected_body)
+    assert result.provider == "standard"
+    assert result.provider_message_id == "msg-3f2a9c"
+    assert result.detail == "HTTP 204"
+
+
+async def test_standard_webhook__signature_verifies_with_the_receiver_check(make: Make) -> None:
+    provider, seen = make()
+
+    await provider.send(outbound())
+
+    request = seen[0]
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert verify_standard_webhook(DEV_SECRET, headers, request.content, now=NOW) is True
+    assert verify_standard_webhook(DEV_SECRET, headers, request.content + b" ", now=NOW) is False
+    assert verify_standard_webhook("whsec_" + base64.b64encode(b"x" * 32).decode(), headers, request.content,
+                                   now=NOW) is False
+    assert verify_standard_webhook(DEV_SECRET, headers, request.content, now=NOW + 3600) is False
+
+
+def test_standard_webhook__signature_scheme_reproduces_the_published_test_vector() -> None:
+    vector = json.loads(fixture_text("test_vector.json"))
+
+    signature = standard_webhook_signature(vector["secret"], vector["msg_id"], vector["timestamp"],
+                                           vector["body"].encode())
+
+    assert signature == vector["signature"]
+
+
+async def test_standard_webhook__webhook_id_is_stable_across_retries(make: Make) -> None:
+    times = iter([NOW, NOW + 60])
+    provider, seen = make(clock=lambda: next(times))
+
+    await provider.send(outbound())
+    await provider.send(outbound())
+
+    first, again = seen
+    assert first.headers["webhook-id"] == again.headers["webhook-id"] == "msg-3f2a9c"
+    assert first.headers["webhook-timestamp"] != again.headers["webhook-timestamp"]
+    assert first.headers["webhook-signature"] != again.headers["webhook-signature"]
+
+
+BODY_CASES = [
+    ("not-json", {"json": "{'type': 'order.confirmed'}"}, "template_invalid"),
+    ("truncated", {"json": '{"type": "order.confirmed"'}, "template_invalid"),
+    ("empty", {"json": ""}, "template_invalid"),
+    ("no-json-part", {"text": "hello"}, "template_invalid"),
+    ("too-large", {"json": json.dumps({"blob": "x" * (256 * 1024)})}, "too_large"),
+]
+
+
+@pytest.mark.parametrize(("parts", "code"), [c[1:] for c in BODY_CASES], ids=[c[0] for c in BODY_CASES])
+async def test_standard_webhook__bad_body_is_rejected_unsent(make: Make, parts: dict[str, str], code: str) -> None:
+    provider, seen = make()
+
+    with pytest.raises(Rejected) as caught:
+        await provider.send(outbound(parts=parts))
+
+    assert caught.value.code == code
+    assert seen == []
+
+
+async def test_standard_webhook__body_at_the_limit_is_sent(make: Make) -> None:
+    provider, seen = make()
+    padding = 256 * 1024 - len(b'{"blob":""}')
+
+    await provider.send(outbound(json_part=json.dumps({"blob": "x" * padding})))
+
+    assert len(seen[0].content) == 256 * 1024
+
+
+# --- SSRF guard -----------------------------------------------------------------------------------------------
+
+SSRF_CASES = [
+    ("loopback-v4", "https://127.0.0.1/hook", True),
+    ("loopback-v6", "https://[::1]/hook", True),
+    ("private-10", "https://10.0.0.1/hook", True),
+    ("private-192-168", "https://192.168.1.1/hook", True),
+    ("private-172-16", "https://172.16.5.4/hook", True),
+    ("cloud-metadata-link-local", "https://169.254.169.254/latest/meta-data/", True),
+    ("ipv4-mapped-loopback", "https://[::ffff:127.0.0.1]/hook", True),
+    ("unspecified", "https://0.0.0.0/hook", True),
+    ("unspecified-v6", "https://[::]/hook", True),
+    ("carrier-grade-nat", "https://100.64.0.1/hook", True),
+    ("multicast", "https://224.0.0.1/hook", True),
+    ("reserved", "https://240.0.0.1/hook", True),
+    ("unique-local-v6", "https://[fd00::1]/hook", True),
+    ("link-local-v6", "https://[fe80::1]/hook", True),
+    ("6to4-wrapping-loopback", "https://[2002:7f00:1::]/hook", True),
+    ("public-v4", "https://93.184.216.34/hook", False),
+    ("public-v6", "https://[2606:2800:220:1:248:1893:25c8:1946]/hook", False),
+]
+
+
+@pytest.mark.parametrize(("url", "forbidden"), [c[1:] for c in SSRF_CASES], ids=[c[0] for c in SSRF_CASES])
+async def test_standard_webhook__ssrf_guard_by_address(make: Make, url: str, forbidden: bool) -> None:
+    provider, seen = make()
+
+    if forbidden:
+        with pytest.raises(InvalidRecipient) as caught:
+            await provider.send(outbound(address=url))
+        assert caught.value.code == "forbidden_address"
+        assert caught.value.retriable is False
+        assert seen == []
+    else:
+        await provider.send(outbound(address=url))
+        assert len(seen) == 1
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/hook", "http://[::1]:8080/hook", "https://10.0.0.1/hook",
+                                 "http://169.254.169.254/"], ids=["loopback", "loopback-v6", "private", "metadata"])
+async def test_standard_webhook__allow_private_lets_dev_reach_local_receivers(make: Make, url: str) -> None:
+    provider, seen = make(allow_private=True)
+
+    await provider.send(outbound(address=url))
+
+    assert str(seen[0].url) == url
+
+
+HOSTNAME_CASES = [
+    ("public", ("93.184.216.34",), None),
+    ("public-v4-and-v6", ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"), None),
+    ("private", ("10.1.2.3",), "forbidden_address"),
+    ("loopback", ("127.0.0.1",), "forbidden_address"),
+    ("one-of-many-private", ("93.184.216.34", "192.168.0.10"), "forbidden_address"),
+    ("mapped-loopback", ("::ffff:127.0.0.1",), "forbidden_address"),
+]
+
+
+@pytest.mark.parametrize(("addresses", "code"), [c[1:] for c in HOSTNAME_CASES], ids=[c[0] for c in HOSTNAME_CASES])
+async def test_standard_webhook__ssrf_guard_by_resolved_hostname(make: Make, monkeypatch: pytest.MonkeyPatch,
+                                                                 addresses: tuple[str, ...], code: str | None) -> None:
+    monkeypatch.setattr(webhook_module, "resolve_host", resolver(*addresses))
+    provider, seen = make()
+
+    if code:
+        with pytest.raises(InvalidRecipient) as caught:
+            await provider.send(outbound(address="https://hooks.example.com/herald"))
+        assert caught.value.code == code
+        assert seen == []
+    else:
+        await provider.send(outbound(address="https://hooks.example.com/herald"))
+        assert len(seen) == 1
+
+
+async def test_standard_webhook__request_is_pinned_to_the_checked_address(make: Make,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # A second DNS answer (rebinding) cannot redirect the request: it goes to the address that was checked.
+    monkeypatch.setattr(webhook_module, "resolve_host", resolver("93.184.216.34"))
+    provider, seen = make()
+
+    await provider.send(outbound(address="https://hooks.example.com:8443/herald?tenant=acme"))
+
+    [request] = seen
+    assert str(request.url) == "https://93.184.216.34:8443/herald?tenant=acme"
+    assert request.headers["host"] == "hooks.example.com:8443"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"
+    assert request.headers["connection"] == "close"
+
+
+async def test_standard_webhook__resolver_sees_host_and_default_port(make: Make,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, int]] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return ["93.184.216.34"]
+
+    monkeypatch.setattr(webhook_module, "resolve_host", resolve)
+    provider, _ = make()
+
+    await provider.send(outbound(address="https://hooks.example.com/herald"))
+
+    assert asked == [("hooks.example.com", 443)]
+
+
+@pytest.mark.parametrize("failure", [socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+                                     OSError("network unreachable")], ids=["nxdomain", "os-error"])
+async def test_standard_webhook__unresolvable_host_is_retriable(make: Make, monkeypatch: pytest.MonkeyPatch,
+                                                                failure: OSError) -> None:
+    async def resolve(host: str, port: int) -> list[str]:
+        raise failure
+
+    monkeypatch.setattr(webhook_module, "resolve_host", resolve)
+    provider, seen = make()
+
+    with pytest.raises(ProviderUnavailable) as caught:
+        await provider.send(outbound(address="https://hooks.example.com/herald"))
+
+    assert caught.value.code == "dns_error"
+    assert seen == []
+
+
+URL_CASES = [
+    ("plain-http-public", "http://93.184.216.34/hook", False),
+    ("ftp", "ftp://93.184.216.34/hook", False),
+    ("ftp-even-when-private-allowed", "ftp://127.0.0.1/hook", True),
+    ("file", "file:///etc/passwd", True),
+    ("no-scheme", "93.184.216.34/hook", False),
+    ("no-host", "https:///hook", False),
+    ("not-a-url", "http://[::1/hook", True),
+]
+
+
+@pytest.mark.parametrize(("url", "allow_private"), [c[1:] for c in URL_CASES], ids=[c[0] for c in URL_CASES])
+async def test_standard_webhook__only_https_urls_unless_private_allowed(make: Make, url: str,
+                                                                        allow_private: bool) -> None:
+    provider, seen = make(allow_private=allow_private)
+
+    with pytest.raises(InvalidRecipient) as caught:
+        await provider.send(outbound(address=url))
+
+    assert caught.value.code == "invalid_url"
+    assert seen == []
+
+
+# --- the receiver's answer ------------------------------------------------------------------------------------
+
+RESPONSE_CASES: list[tuple[str, int, dict[str, str], type[DeliveryError] | None, str | None]] = [
+    ("200", 200, {}, None, None),
+    ("201", 201, {}, None, None),
+    ("202", 202, {}, None, None),
+    ("204", 204, {}, None, None),
+    ("410-gone", 410, {}, InvalidRecipient, "gone"),
+    ("429", 429, {"Retry-After": "30"}, RateLimited, "429"),
+    ("500", 500, {}, ProviderUnavailable, "500"),
+    ("502", 502, {}, ProviderUnavailable, "502"),
+    ("503", 503, {}, ProviderUnavailable, "503"),
+    ("504", 504, {}, ProviderUnavailable, "504"),
+    ("408-receiver-timeout", 408, {}, ProviderUnavailable, "408"),
+    ("400", 400, {}, Rejected, "400"),
+    ("401", 401, {}, Rejected, "401"),
+    ("403", 403, {}, Rejected, "403"),
+    ("404", 404, {}, Rejected, "404"),
+    ("413", 413, {}, Rejected, "413"),
+    ("422", 422, {}, Rejected, "422"),
+    ("301-not-followed", 301, {"Location": "http://169.254.169.254/"}, Rejected, "301"),
+    ("302-not-followed", 302, {"Location": "http://127.0.0.1/admin"}, Rejected, "302"),
+    ("307-not-followed", 307, {"Location": "https://93.184.216.34/elsewhere"}, Rejected, "307"),
+    ("308-not-followed", 308, {"Location": "https://93.184.216.34/elsewhere"}, Rejected, "308"),
+]
+
+
+@pytest.mark.parametrize(("status", "headers", "error", "code"), [c[1:] for c in RESPONSE_CASES],
+                         ids=[c[0] for c in RESPONSE_CASES])
+async def test_standard_webhook__receiver_answer_maps(make: Make, status: int, headers: dict[str, str],
+                                                      error: type[DeliveryError] | None, code: str | None) -> None:
+    provider, seen = make(lambda _: httpx.Response(status, headers=headers, text="receiver says no"))
+
+    if error is None:
+        result = await provider.send(outbound())
+        assert result.detail == f"HTTP {status}"
+    else:
+        with pytest.raises(DeliveryError) as caught:
+            await provider.send(outbound())
+        assert type(caught.value) is error
+        assert caught.value.code == code
+        assert caught.value.provider == "standard"
+        if error is RateLimited:
+            assert caught.value.retry_after == 30.0  # type: ignore[attr-defined]
+    assert len(seen) == 1  # redirects are never followed
+
+
+@pytest.mark.parametrize("exc", transport_errors(), ids=lambda e: e.__name__)
+async def test_standard_webhook__every_transport_error_becomes_provider_unavailable(
+        make: Make, exc: type[httpx.TransportError]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc("boom", request=request)
+
+    provider, _ = make(handler)
+
+    with pytest.raises(ProviderUnavailable) as caught:
+        await provider.send(outbound())
+
+    assert caught.value.retriable is True
+    assert caught.value.provider == "standard"
