@@ -80,3 +80,17 @@ def raise_for_status(response: httpx.Response, provider: str, *, vendor_code: st
     if status == 404:
         raise InvalidRecipient(text, **kwargs)
     raise Rejected(text, **kwargs)
+
+
+def response_json(response: httpx.Response) -> dict[str, Any]:
+    """The body as a JSON object, or `{}` when it is not one (vendors answer HTML on some errors)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def vendor_code(value: Any) -> str | None:
+    """A vendor error code as text (Twilio sends numbers, Vonage strings)."""
+    return None if value is None else str(value)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import phonenumbers
+from pydantic_settings import NoDecode
 
 from channels.errors import InvalidRecipient
 
@@ -22,8 +24,15 @@ def to_e164(number: str, *, provider: str | None = None) -> tuple[str, str | Non
     return e164, phonenumbers.region_code_for_number(parsed)
 
 
-def parse_sender_map(value: Any) -> Any:
-    """`default=+15005550006,ES=+34910000000` -> a dict; dicts (JSON in the environment) pass through."""
+# A `key=value,…` map read from one environment variable. Without `NoDecode`, pydantic-settings JSON-decodes a
+# dict field's variable before any validator runs, so `default=+1…,ES=+34…` would fail at start-up.
+EnvMap = Annotated[dict[str, str], NoDecode]
+
+
+def parse_env_map(value: Any) -> Any:
+    """`default=+15005550006,ES=+34910000000` or a JSON object (string or dict) -> a dict."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        return json.loads(value)
     if isinstance(value, str):
         pairs = (item.split("=", 1) for item in value.split(",") if "=" in item)
         return {k.strip(): v.strip() for k, v in pairs}

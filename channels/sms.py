@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -10,8 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from channels.base import OutboundMessage, SendResult
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.http import base_url_for, build_client, http_errors, raise_for_status
-from channels.phone import parse_sender_map, sender_for, to_e164
+from channels.http import base_url_for, build_client, http_errors, raise_for_status, response_json, vendor_code
+from channels.phone import EnvMap, parse_env_map, sender_for, to_e164
 from channels.segments import sms_segments
 from channels.signatures import safe_equal, twilio_signature
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResult, callback_url
@@ -27,14 +33,14 @@ class TwilioSettings(BaseSettings):
     base_url: str | None = Field(default=None, description="https://api.twilio.com in production.")
     account_sid: str = "ACdev00000000000000000000000000000"
     auth_token: SecretStr = SecretStr("dev-twilio-auth-token")
-    sms_from: dict[str, str] = Field(default_factory=lambda: {"default": "+15005550006"},
-                                     description="Sender per country: `default=+1…,ES=+34…`.")
+    sms_from: EnvMap = Field(default_factory=lambda: {"default": "+15005550006"},
+                             description="Sender per country: `default=+1…,ES=+34…`.")
     voice_from: str = "+15005550006"
 
     @field_validator("sms_from", mode="before")
     @classmethod
     def _senders(cls, value: Any) -> Any:
-        return parse_sender_map(value)
+        return parse_env_map(value)
 
 
 class TwilioSmsProvider:
@@ -92,8 +98,8 @@ class TwilioSmsProvider:
             response = await self.client.post(
                 f"/2010-04-01/Accounts/{self.config.account_sid}/Messages.json", data=form,
                 headers={"Idempotency-Key": message.idempotency_key})
-        data = _json(response)
-        raise_for_status(response, self.name, vendor_code=_code(data.get("code")), codes=self.CODES,
+        data = response_json(response)
+        raise_for_status(response, self.name, vendor_code=vendor_code(data.get("code")), codes=self.CODES,
                          message=str(data.get("message") or ""))
         return SendResult(provider=self.name, provider_message_id=data.get("sid"),
                           detail=f"{encoding}, {segments} segment{'s' if segments > 1 else ''}")
@@ -119,13 +125,196 @@ class TwilioSmsProvider:
         return WebhookResult()
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+# --- Vonage -------------------------------------------------------------------------------------------------------
+
+VONAGE_SIGNATURE_TOLERANCE = 300  # seconds a signed webhook's `timestamp` may be off (replay window)
+VONAGE_CLIENT_REF_MAX = 100  # Vonage truncates longer `client-ref` values, which would break correlation
+HERALD_QUERY_PARAMS = ("message_id",)  # what `callback_url` puts in the callback URL itself
+
+
+def vonage_signature(secret: str, params: Mapping[str, str]) -> str:
+    """Vonage's signed-request `sig`: upper-case hex HMAC-SHA256, keyed by the signature secret, of every
+    parameter but `sig`, sorted by name, each as `&name=value` with `&` and `=` in values replaced by `_`.
+
+    https://developer.vonage.com/en/getting-started/concepts/signing-messages (the HMAC variants give upper-case
+    hex; Vonage's SDKs compare case-insensitively, so `verify_webhook` does too).
+    """
+    mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+    for key in sorted(k for k in params if k != "sig"):
+        value = str(params[key]).replace("&", "_").replace("=", "_")
+        mac.update(f"&{key}={value}".encode())
+    return mac.hexdigest().upper()
+
+
+class VonageSettings(BaseSettings):
+    """`HERALD_VONAGE_*`. Without a base URL, the provider simulator (`HERALD_SIM_URL/vonage`) is used."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_VONAGE_", extra="ignore")
+
+    base_url: str | None = Field(default=None, description="https://rest.nexmo.com in production.")
+    api_key: str = "dev-vonage-key"
+    api_secret: SecretStr = SecretStr("dev-vonage-secret")
+    signature_secret: SecretStr = Field(default=SecretStr("dev-vonage-signature-secret"),
+                                        description="Checks the `sig` of signed webhooks (HMAC-SHA256).")
+    sms_from: EnvMap = Field(default_factory=lambda: {"default": "+15005550006"},
+                             description="Sender per country: `default=+1…,ES=Herald` or a JSON object.")
+
+    @field_validator("sms_from", mode="before")
+    @classmethod
+    def _senders(cls, value: Any) -> Any:
+        return parse_env_map(value)
+
+
+class VonageSmsProvider:
+    """Vonage SMS API: form POST with key and secret; receipts (DLRs) to `callback`, signed with `sig`."""
+
+    name = "vonage"
+    channel = "sms"
+
+    # https://developer.vonage.com/messaging/sms/guides/delivery-receipts and
+    # https://api.support.vonage.com/hc/en-us/articles/115007053127 (intermediate: accepted, buffered;
+    # final: delivered, expired, failed, rejected). A carrier's expiry or rejection happens after Herald sent the
+    # message, so it is `failed` (Herald's `expired`/`rejected` mean "never sent"); `vendor_status` keeps the word.
+    # `unknown` is the carrier saying it does not know: no guess, so None (counted as unmapped).
+    STATUS_MAP: ClassVar[dict[str, Status | None]] = {
+        "accepted": None, "buffered": None,  # intermediate receipts: not a state change
+        "delivered": Status.DELIVERED, "expired": Status.FAILED, "failed": Status.FAILED,
+        "rejected": Status.FAILED, "unknown": None,
+    }
+    IN_FLIGHT: ClassVar[frozenset[str]] = frozenset({"accepted", "buffered"})
+    # https://developer.vonage.com/en/api-errors/sms and
+    # https://developer.vonage.com/messaging/sms/guides/troubleshooting-sms (per-message `status` of the response)
+    CODES: ClassVar[dict[str, type[DeliveryError]]] = {
+        "1": RateLimited,  # Throttled: faster than the account's throughput
+        "2": Rejected,  # Missing Parameters
+        "3": Rejected,  # Invalid Parameters
+        "4": Rejected,  # Invalid Credentials
+        "5": ProviderUnavailable,  # Internal Error
+        "6": InvalidRecipient,  # Invalid Message: e.g. an unrecognised number prefix (unroutable)
+        "7": InvalidRecipient,  # Number Barred
+        "8": Rejected,  # Partner Account Barred (suspended)
+        "9": Rejected,  # Partner Quota Violation (no credit): needs a person to top up
+        "10": RateLimited,  # Too Many Existing Binds: "back-off and retry"
+        "11": Rejected,  # Account Not Enabled For HTTP
+        "12": Rejected,  # Message Too Long
+        "14": Rejected,  # Invalid Signature
+        "15": Rejected,  # Invalid Sender Address
+        "22": Rejected,  # Invalid Network Code
+        "23": Rejected,  # Invalid Callback Url
+        "29": Rejected,  # Non-Whitelisted Destination (trial accounts)
+        "32": Rejected,  # Signature And API Secret Disallowed
+        "33": InvalidRecipient,  # Number De-activated
+    }
+
+    def __init__(self, config: VonageSettings, settings: Settings, *,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.settings = settings
+        self.clock = clock
+        self.client = build_client(base_url_for(config.base_url, settings, "vonage"), transport=transport)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+                      ) -> VonageSmsProvider:
+        return cls(VonageSettings(), settings, transport=transport)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        to, region = to_e164(message.address, provider=self.name)
+        body = message.rendered["text"]
+        encoding, segments = sms_segments(body)
+        form = {"api_key": self.config.api_key, "api_secret": self.config.api_secret.get_secret_value(),
+                "from": sender_for(region, self.config.sms_from).removeprefix("+"), "to": to.removeprefix("+"),
+                "text": body, "type": "unicode" if encoding == "UCS-2" else "text",
+                "client-ref": message.message_id[:VONAGE_CLIENT_REF_MAX], "status-report-req": "1",
+                "callback": callback_url(self.settings, "sms", "vonage", message)}
+        with http_errors(self.name):
+            response = await self.client.post("/sms/json", data=form)
+        data = response_json(response)
+        # Failures of the whole request (auth at the gateway, 5xx) come as HTTP errors; per-message failures
+        # come as HTTP 200 with a non-zero `status` in each message.
+        raise_for_status(response, self.name, message=str(data.get("title") or data.get("error-text") or ""))
+        parts = data.get("messages")
+        if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
+            raise ProviderUnavailable("response without messages", code="bad_response", provider=self.name)
+        for part in parts:
+            code = str(part.get("status", ""))
+            if code != "0":
+                cls = self.CODES.get(code, Rejected)  # an unknown code is not retried: a retry may duplicate
+                raise cls(str(part.get("error-text") or f"status {code}"), code=code, provider=self.name)
+        return SendResult(provider=self.name, provider_message_id=parts[0].get("message-id"),
+                          detail=f"{encoding}, {segments} segment{'s' if segments > 1 else ''}")
+
+    def verify_webhook(self, request: WebhookRequest) -> bool:
+        """A fresh (±5 min) `timestamp` and a `sig` over the parameters Vonage sent.
+
+        The callback URL carries Herald's own `message_id`; whether a signer includes it is not documented,
+        so a signature over the vendor's parameters with or without it is accepted.
+        """
+        try:
+            params = _vonage_params(request)
+        except ValueError:
+            return False
+        sig, timestamp = params.get("sig"), params.get("timestamp", "")
+        if not sig or not timestamp.isdigit() or abs(self.clock() - int(timestamp)) > VONAGE_SIGNATURE_TOLERANCE:
+            return False
+        secret = self.config.signature_secret.get_secret_value()
+        own = {k: v for k, v in params.items() if k not in HERALD_QUERY_PARAMS}
+        return any(safe_equal(sig.upper(), vonage_signature(secret, candidate)) for candidate in (params, own))
+
+    def parse_webhook(self, request: WebhookRequest) -> WebhookResult:
+        params = _vonage_params(request)
+        at = _vonage_time(params.get("message-timestamp"))
+        if "status" in params and "text" not in params:
+            vendor = params["status"]
+            if vendor in self.IN_FLIGHT:
+                return WebhookResult()
+            err = params.get("err-code", "")
+            return WebhookResult(statuses=[StatusUpdate(
+                message_id=params.get("client-ref") or request.query.get("message_id"),
+                provider_message_id=params.get("messageId"), status=self.STATUS_MAP.get(vendor),
+                vendor_status=vendor, detail=err if err.strip("0") else None, at=at)])
+        if "text" in params:
+            sender = params.get("msisdn", "")
+            return WebhookResult(inbound=[InboundMessage(
+                channel="sms", sender=f"+{sender}" if sender.isdigit() else sender, text=params["text"],
+                provider_message_id=params.get("messageId"), received_at=at)])
+        return WebhookResult()
+
+
+def _vonage_params(request: WebhookRequest) -> dict[str, str]:
+    """Vonage's webhook parameters: the query of a GET, the JSON or form body of a POST (values as strings)."""
+    params = dict(request.query)
+    if request.method.upper() != "POST" or not request.body.strip():
+        return params
+    content_type = (request.header("content-type") or "").lower()
+    if "json" in content_type or (not content_type and request.body.lstrip().startswith(b"{")):
+        data = request.json()
+        if not isinstance(data, dict):
+            raise ValueError("a JSON object was expected")
+        params.update({k: _vonage_value(v) for k, v in data.items() if v is not None})
+    else:
+        params.update(request.form())
+    return params
+
+
+def _vonage_value(value: Any) -> str:
+    if isinstance(value, bool):  # JSON true/false, spelled as in the query-string form of the same webhook
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def _vonage_time(value: str | None) -> datetime | None:
+    """`message-timestamp` is UTC `YYYY-MM-DD HH:MM:SS`."""
+    if not value:
+        return None
     try:
-        data = response.json()
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _code(value: Any) -> str | None:
-    return None if value is None else str(value)
+        return None
