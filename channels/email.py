@@ -18,6 +18,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 import aiosmtplib
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from channels.attachments import add_attachments
 from channels.base import OutboundMessage, SendResult
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, Rejected
 from schemas.settings import Settings
@@ -158,6 +159,8 @@ class SmtpEmailProvider:
 
     async def send(self, message: OutboundMessage) -> SendResult:
         msg = build_email(message, sender=self.settings.sender, domain=self.domain)
+        if message.attachments:
+            msg = add_attachments(msg, message.attachments)
         with smtp_errors(self.name):
             try:
                 async with self._connection() as client:

@@ -68,7 +68,7 @@ class _SafeHTML2FPDF(HTML2FPDF):
 
 
 class _PDF(FPDF):
-    """Loads each DejaVu face on first use: parsing one costs ~20 ms, and most documents never use italics."""
+    """Loads italic DejaVu faces on first use: parsing one costs ~20 ms, and most documents never use italics."""
 
     HTML2FPDF_CLASS = _SafeHTML2FPDF
 
@@ -76,7 +76,9 @@ class _PDF(FPDF):
         super().__init__()
         self.unicode_folder = unicode_folder
         if unicode_folder is not None:
+            # Regular and bold up front: table headings look bold faces up without going through set_font.
             self._add_face("")
+            self._add_face("B")
 
     def _add_face(self, face: str) -> None:
         assert self.unicode_folder is not None

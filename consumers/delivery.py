@@ -12,9 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from channels.base import OutboundMessage, Sender
+from channels.attachments import attachments_for
+from channels.base import Attachment, OutboundMessage, Sender
 from channels.errors import DeliveryError, RenderError
-from channels.render import Renderer
+from channels.render import Rendered, Renderer
 from consumers.deadletter import DeadLetters
 from consumers.identity import record_message_id
 from consumers.metrics import Metrics
@@ -74,13 +75,32 @@ class DeliveryStage:
             await self.statuses.for_dispatch(d, Status.REJECTED, error=exc.reason, detail=exc.reason)
             await self.dead_letters.send(record, reason=exc.reason, detail=str(exc), stage="delivery")
             return
+        try:
+            attachments = await self._attachments(d, rendered)
+        except RenderError as exc:
+            await self.statuses.for_dispatch(d, Status.REJECTED, error=exc.reason, detail=exc.reason)
+            await self.dead_letters.send(record, reason=exc.reason, detail=str(exc), stage="delivery")
+            return
+        except DeliveryError as exc:
+            await self.statuses.for_dispatch(d, Status.FAILED, error=exc.reason, detail=exc.detail)
+            await self.dead_letters.send(record, reason=exc.reason, detail=exc.detail, stage="delivery")
+            return
         entry = self.catalog.get(d.event_type) if self.catalog else None
         message = OutboundMessage(
             message_id=d.message_id, channel=d.channel, address=address, rendered=rendered,
             idempotency_key=d.idempotency_key, display_name=d.to.name, locale=d.to.locale,
             event_type=d.event_type, metadata={"message_id": d.message_id, "recipient_id": d.to.id},
+            attachments=attachments,
             options={"priority": d.priority, **({"keypad": dict(entry.keypad)} if entry and entry.keypad else {})})
         await self._send(record, d, sender, message)
+
+    async def _attachments(self, d: Dispatch, rendered: Rendered) -> tuple[Attachment, ...]:
+        """Files for an email: inline ones from the payload and the PDF part, built off the event loop (a PDF
+        takes tens of milliseconds). Dated by the event, so a resend attaches identical bytes."""
+        if d.channel != "email" or ("pdf" not in rendered.parts and not d.payload.get("attachments")):
+            return ()
+        return await asyncio.to_thread(attachments_for, rendered, d.payload, title=rendered["subject"],
+                                       filename=f"{d.event_type.split('.')[0]}.pdf", created_at=d.event_time)
 
     async def _send(self, record: Record, d: Dispatch, sender: Sender, message: OutboundMessage) -> None:
         locale = message.rendered.locale

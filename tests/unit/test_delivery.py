@@ -113,3 +113,27 @@ async def test_deliver__unreadable_dispatch_is_dead_lettered() -> None:
     await s.handle(record(b'{"message_id": 1}'))
     assert [x.status for x in publisher.statuses()] == [Status.REJECTED]
     assert publisher.on("deadletter")[0].headers["herald-error"] == b"invalid_dispatch"
+
+
+async def test_deliver__invoice_email_carries_its_pdf_in_the_recipients_language() -> None:
+    sender = ScriptedSender()
+    s, publisher, _ = stage(sender)
+    payload = {"invoice_number": "INV-1", "amount": "249.00", "currency": "EUR", "issued_at": "2026-11-24",
+               "due_date": "2026-12-24", "invoice_url": "https://billing.example.com/i/INV-1"}
+    await s.handle(record(dispatch(event_type="invoice.issued", payload=payload)))
+    [message] = sender.sent
+    [pdf] = message.attachments
+    assert (pdf.filename, pdf.content_type) == ("invoice.pdf", "application/pdf")
+    assert pdf.content.startswith(b"%PDF")
+    assert [x.status for x in publisher.statuses()] == [Status.SENT]
+
+
+async def test_deliver__invalid_inline_attachment_fails_without_sending() -> None:
+    sender = ScriptedSender()
+    s, publisher, _ = stage(sender)
+    payload = {"order_id": "1001", "total": "59.90", "currency": "EUR", "items": [],
+               "attachments": [{"filename": "x.pdf", "content_type": "application/pdf", "content_base64": "%%%"}]}
+    await s.handle(record(dispatch(payload=payload)))
+    assert sender.sent == []
+    assert [x.status for x in publisher.statuses()] == [Status.FAILED]
+    assert publisher.on("deadletter")[0].headers["herald-error"] == b"rejected"
