@@ -50,11 +50,13 @@ class TwilioSmsProvider:
     channel = "sms"
 
     STATUS_MAP: ClassVar[dict[str, Status | None]] = {
-        "accepted": None, "scheduled": None, "queued": None, "sending": None,  # not yet a state change
-        "sent": Status.SENT, "delivered": Status.DELIVERED, "read": Status.READ,
+        # Herald publishes `sent` when the API accepts a message; the vendor's own "sent" (handed to the carrier)
+        # and the earlier words are not a new state for Herald.
+        "accepted": None, "scheduled": None, "queued": None, "sending": None, "sent": None,
+        "delivered": Status.DELIVERED, "read": Status.READ,
         "undelivered": Status.FAILED, "failed": Status.FAILED, "canceled": Status.CANCELLED,
     }
-    IN_FLIGHT: ClassVar[frozenset[str]] = frozenset({"accepted", "scheduled", "queued", "sending"})
+    IN_FLIGHT: ClassVar[frozenset[str]] = frozenset({"accepted", "scheduled", "queued", "sending", "sent"})
     # https://www.twilio.com/docs/api/errors
     CODES: ClassVar[dict[str, type[DeliveryError]]] = {
         "21211": InvalidRecipient,  # invalid 'To' number

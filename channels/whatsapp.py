@@ -55,9 +55,11 @@ class MetaWhatsappProvider:
     # https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/status/
     # ("deleted" is retired; "warning" concerns catalog items, not a message's delivery.)
     STATUS_MAP: ClassVar[dict[str, Status | None]] = {
-        "sent": Status.SENT, "delivered": Status.DELIVERED, "read": Status.READ, "failed": Status.FAILED,
+        "sent": None, "delivered": Status.DELIVERED, "read": Status.READ, "failed": Status.FAILED,
         "deleted": None, "warning": None,
     }
+    # Herald publishes `sent` when the API accepts a message; Meta's "sent" is not a new state for Herald.
+    IN_FLIGHT: ClassVar[frozenset[str]] = frozenset({"sent"})
     # https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes
     CODES: ClassVar[dict[str, type[DeliveryError]]] = {
         "0": Rejected,  # AuthException: could not authenticate the app user
@@ -156,7 +158,8 @@ class MetaWhatsappProvider:
             return WebhookResult()
         result = WebhookResult()
         for value in _message_values(payload):
-            result.statuses.extend(self._status(s) for s in _dicts(value.get("statuses")))
+            result.statuses.extend(self._status(s) for s in _dicts(value.get("statuses"))
+                                   if s.get("status") not in self.IN_FLIGHT)
             result.inbound.extend(_inbound(m) for m in _dicts(value.get("messages")))
         return result
 

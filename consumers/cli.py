@@ -61,6 +61,17 @@ def worker() -> None:
 
 
 @app.command()
+def sim(port: Annotated[int | None, typer.Option(help="Port; defaults to HERALD_SIM_PORT.")] = None,
+        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1") -> None:
+    """Run the provider simulator (Twilio, Vonage, Meta, FCM, SendGrid) that calls Herald's webhooks back."""
+    from channels.simulator.app import run_sim
+
+    settings = _settings()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_sim(settings, host, port or settings.sim_port))
+
+
+@app.command()
 def dev() -> None:
     """Start the embedded stack (broker, SMTP sink, worker), publish the sample events, show statuses live."""
     from consumers.devstack import run_dev

@@ -1,7 +1,7 @@
 """`herald dev` and `herald demo`: the whole stack on one machine, in the foreground.
 
-The broker and the worker run as child processes (Faust owns its event loop); the SMTP sink runs in a
-thread of this process and keeps every message as an `.eml` file under `<data_dir>/mail/`.
+The broker, the provider simulator and the worker run as child processes (Faust owns its event loop); the
+SMTP sink runs in a thread of this process and keeps every message as an `.eml` file under `<data_dir>/mail/`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from consumers.app import load_catalog
 from consumers.broker import EmbeddedBroker, port_open
 from consumers.mailsink import start_mail_sink
 from consumers.publish import EventProducer, parse_status, read_topic
-from consumers.samples import bad_events, sample_events
+from consumers.samples import bad_events, sample_events, sim_behaviour
 from consumers.statusview import status_row, status_table, summary_table
 from schemas.settings import Settings
 from schemas.status import FINAL_STATUSES, DeliveryStatus, Status
@@ -32,19 +32,38 @@ def _port(bootstrap: str) -> int:
     return int(bootstrap.split(",")[0].rpartition(":")[2])
 
 
-def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`herald worker` as a child process with the given settings in its environment."""
+DEV_PROVIDERS = "email=smtp,sendgrid;sms=twilio,vonage;voice=twilio;whatsapp=meta;push=fcm;webhook=standard"
+# The dev stack's customers' webhooks live on loopback, which production refuses (SSRF guard).
+DEV_ENV = {"HERALD_WEBHOOK_ALLOW_PRIVATE": "true"}
+
+
+def dev_settings(settings: Settings) -> Settings:
+    """Every channel on, pointed at the simulator, with callbacks to this machine's web port."""
+    update: dict[str, object] = {"public_url": f"http://127.0.0.1:{settings.web_port}",
+                                 "sim_url": f"http://127.0.0.1:{settings.sim_port}"}
+    if "providers" not in settings.model_fields_set:
+        update["providers"] = DEV_PROVIDERS
+    return settings.model_copy(update=update)
+
+
+def start_herald(command: str, settings: Settings, log_path: Path,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`herald <command>` as a child process with the given settings in its environment."""
     child_env = {**os.environ, **settings.as_env(), **(env or {})}
     log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
-    return subprocess.Popen([sys.executable, "-m", "consumers", "worker"], env=child_env, stdout=log,
+    return subprocess.Popen([sys.executable, "-m", "consumers", command], env=child_env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return start_herald("worker", settings, log_path, env)
 
 
 def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"worker exited with code {process.returncode}")
+            raise RuntimeError(f"{url} did not come up: its process exited with code {process.returncode}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=0.5).status_code == 200:
                 return
@@ -72,22 +91,30 @@ def dev_stack(settings: Settings, console: Console) -> Iterator[Settings]:
         raise RuntimeError(f"SMTP port {settings.smtp_port} is in use; set HERALD_SMTP_PORT")
     broker = EmbeddedBroker(_port(settings.kafka_bootstrap), log_path=data / "broker.log")
     broker.start()
-    worker = None
+    worker = sim = None
     controller = None
+    settings = dev_settings(settings)
     try:
         settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
         created = asyncio.run(broker.create_topics(settings))
         console.print(f"[bold]broker[/bold]   Tansu on {broker.bootstrap} ({len(created)} topics)")
         controller, _ = start_mail_sink(settings.smtp_port, mail_dir)
         console.print(f"[bold]smtp[/bold]     sink on 127.0.0.1:{settings.smtp_port}, messages in {mail_dir}/")
-        worker = start_worker(settings, data / "worker.log")
+        sim = start_herald("sim", settings, data / "sim.log", DEV_ENV)
+        wait_http(f"{settings.sim_url}/_sim/health", 30, sim)
+        behaviour = sim_behaviour()
+        httpx.post(f"{settings.sim_url}/_sim/config", json=behaviour, timeout=5).raise_for_status()
+        console.print(f"[bold]sim[/bold]      provider simulator on {settings.sim_url} "
+                      f"(Twilio, Vonage, Meta, FCM, SendGrid); log in {data / 'sim.log'}")
+        worker = start_worker(settings, data / "worker.log", DEV_ENV)
         wait_http(f"http://127.0.0.1:{settings.web_port}/ready", 60, worker)
         console.print(f"[bold]worker[/bold]   web on http://127.0.0.1:{settings.web_port} "
                       f"(/metrics, /health, /ready); log in {data / 'worker.log'}")
         yield settings
     finally:
-        if worker is not None:
-            stop_process(worker)
+        for process in (worker, sim):
+            if process is not None:
+                stop_process(process)
         if controller is not None:
             controller.stop()
         broker.stop()
@@ -96,7 +123,7 @@ def dev_stack(settings: Settings, console: Console) -> Iterator[Settings]:
 async def _publish_samples(settings: Settings, include_bad: bool = True) -> int:
     catalog = load_catalog(settings)
     async with EventProducer(settings, catalog) as producer:
-        events = sample_events(catalog)
+        events = sample_events(catalog, settings.sim_url)
         for event in events:
             await producer.publish(event)
         if include_bad:

@@ -1,4 +1,5 @@
-"""Sample events for `herald dev` and `herald demo`: every catalog type, three languages, two bad inputs."""
+"""Sample events for `herald dev` and `herald demo`: every catalog type and channel, three languages, and
+three bad inputs. `SIM_BEHAVIOUR` makes the simulated people answer, so replies and digits show too."""
 
 from __future__ import annotations
 
@@ -7,28 +8,51 @@ from typing import Any
 from consumers.publish import make_event
 from schemas.catalog import Catalog
 
-SAMPLE_PEOPLE = (
-    {"id": "user-ana", "email": "ana@example.com", "phone": "+34600111222", "locale": "es-ES",
-     "timezone": "Europe/Madrid", "name": "Ana"},
-    {"id": "user-jonas", "email": "jonas@example.de", "phone": "+4915112345678", "locale": "de-DE",
-     "timezone": "Europe/Berlin", "name": "Jonas"},
-    {"id": "user-emma", "email": "emma@example.co.uk", "phone": "+447911123456", "locale": "en-GB",
-     "timezone": "Europe/London", "name": "Emma"},
-    {"id": "user-lucia", "email": "lucia@example.mx", "locale": "es-MX", "timezone": "America/Mexico_City"},
+ANA = {"id": "user-ana", "email": "ana@example.com", "phone": "+34600111222", "locale": "es-ES",
+       "timezone": "Europe/Madrid", "name": "Ana"}
+JONAS = {"id": "user-jonas", "email": "jonas@example.de", "phone": "+4915112345678", "locale": "de-DE",
+         "timezone": "Europe/Berlin", "name": "Jonas", "push_token": "fcm-token-jonas-1"}
+EMMA = {"id": "user-emma", "email": "emma@example.co.uk", "phone": "+447911123456", "locale": "en-GB",
+        "timezone": "Europe/London", "name": "Emma", "push_token": "fcm-token-emma-1"}
+LUCIA = {"id": "user-lucia", "email": "lucia@example.mx", "locale": "es-MX", "timezone": "America/Mexico_City"}
+SAMPLE_PEOPLE = (ANA, JONAS, EMMA, LUCIA)
+
+# Which person gets which type (the catalog's channel order then picks the channel), and forced channels
+# so every channel and provider shows at least once.
+SHOWCASE: tuple[tuple[str, dict[str, Any], list[str] | None], ...] = (
+    ("otp.requested", JONAS, ["voice"]),
+    ("appointment.reminder", ANA, None),  # WhatsApp first; Ana answers "SI"
+    ("shipping.dispatched", EMMA, ["sms"]),
+    ("invoice.issued", EMMA, ["email"]),  # with the invoice as a PDF
 )
 
 
-def sample_events(catalog: Catalog) -> list[dict[str, Any]]:
-    """One event per catalog type, round-robin over people (so locales and fallbacks show)."""
+def sim_behaviour() -> dict[str, Any]:
+    """How the simulated people answer: Ana confirms on WhatsApp, Jonas presses 1 to hear his code again."""
+    return {"recipients": {ANA["phone"]: {"reply_text": "SI"}, JONAS["phone"]: {"reply_digits": "1"},
+                           EMMA["email"]: {"open": True}}}
+
+
+def business_customer(sim_url: str) -> dict[str, Any]:
+    """A business customer reached by signed webhook (the simulator's customer endpoint)."""
+    return {"id": "acme-erp", "webhook_url": f"{sim_url.rstrip('/')}/customer/webhook", "locale": "en"}
+
+
+def sample_events(catalog: Catalog, sim_url: str = "http://127.0.0.1:8090") -> list[dict[str, Any]]:
+    """One event per catalog type round-robin over people, the channel showcase, and one business webhook."""
     events = []
     for i, (event_type, entry) in enumerate(catalog.types.items()):
         person = SAMPLE_PEOPLE[i % len(SAMPLE_PEOPLE)]
         events.append(make_event(event_type, person, entry.sample, source="herald/demo", tenant="demo"))
+    for event_type, person, channels in SHOWCASE:
+        events.append(make_event(event_type, person, catalog.types[event_type].sample, source="herald/demo",
+                                 tenant="demo", channels=channels))
+    events.append(make_event("order.confirmed", business_customer(sim_url), catalog.types["order.confirmed"].sample,
+                             source="herald/demo", tenant="acme", channels=["webhook"]))
     return events
 
 
 def bad_events() -> list[dict[str, Any]]:
     """Inputs Herald must refuse with a reason: an unknown type and a payload missing a field."""
-    person = SAMPLE_PEOPLE[0]
-    return [make_event("pizza.delivered", person, {}, source="herald/demo"),
-            make_event("order.confirmed", person, {"order_id": "1002"}, source="herald/demo")]
+    return [make_event("pizza.delivered", ANA, {}, source="herald/demo"),
+            make_event("order.confirmed", ANA, {"order_id": "1002"}, source="herald/demo")]

@@ -1,0 +1,171 @@
+"""Issue 4 acceptance: every channel and provider on its real wire format, through the provider simulator.
+
+event -> send -> signed receipt -> `delivered`/`read` on herald.status (keyed by message id); inbound replies
+and keypad digits -> herald.replies; a bad signature -> 403 and no status; permanent errors are not retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from channels.simulator.app import SimServer
+from consumers.broker import EmbeddedBroker, free_port
+from consumers.mailsink import start_mail_sink
+from consumers.publish import make_event
+from consumers.samples import ANA, EMMA, JONAS
+from schemas.catalog import Catalog
+from schemas.status import Status
+from tests.conftest import unique_settings
+from tests.integration.harness import Stack
+
+pytestmark = pytest.mark.integration
+
+CATALOG = Catalog.load(Path(__file__).resolve().parents[2] / "templates" / "catalog.yaml")
+SIM_ENV = {"HERALD_WEBHOOK_ALLOW_PRIVATE": "true"}
+
+
+@pytest.fixture
+async def sim_stack(broker: EmbeddedBroker, tmp_path: Path, request: pytest.FixtureRequest
+                    ) -> AsyncIterator[tuple[Stack, SimServer]]:
+    providers = request.param
+    web_port = free_port()
+    public = f"http://127.0.0.1:{web_port}"
+    sim = SimServer(unique_settings(tmp_path, public_url=public))
+    await sim.start()
+    settings = unique_settings(tmp_path, kafka_bootstrap=broker.bootstrap, web_port=web_port, public_url=public,
+                               sim_url=sim.url, providers=providers)
+    controller, sink = start_mail_sink(settings.smtp_port)
+    stack = Stack(settings=settings, sink=sink)
+    await stack.create_topics()
+    try:
+        yield stack, sim
+    finally:
+        stack.stop_workers()
+        controller.stop()
+        await sim.stop()
+
+
+def event(event_type: str, to: dict, channels: list[str], **payload: object) -> dict:
+    return make_event(event_type, to, {**CATALOG.types[event_type].sample, **payload}, source="it/channels",
+                      channels=channels)
+
+
+def reached(statuses: list, cases: dict[str, dict], expected: dict[str, tuple[Status, ...]]) -> bool:
+    """Every case's message has reached its expected statuses (receipts carry only the message id)."""
+    accepted = {s.event_id: s.message_id for s in statuses if s.status is Status.ACCEPTED}
+    seen = {(s.message_id, s.status) for s in statuses}
+    return all(cases[name]["id"] in accepted and all((accepted[cases[name]["id"]], st) in seen for st in wanted)
+               for name, wanted in expected.items())
+
+
+def timeline(stack: Stack, message_id: str) -> list[Status]:
+    return [s.status for s in stack.statuses if s.message_id == message_id]
+
+
+def message_of(stack: Stack, event_id: str) -> str:
+    return next(s.message_id for s in stack.statuses if s.event_id == event_id and s.status is Status.ACCEPTED)
+
+
+async def configure(sim: SimServer, behaviour: dict) -> None:
+    async with httpx.AsyncClient() as client:
+        (await client.post(f"{sim.url}/_sim/config", json=behaviour)).raise_for_status()
+
+
+async def sim_requests(sim: SimServer, **query: str) -> list[dict]:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"{sim.url}/_sim/requests", params=query)).json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("sim_stack", ["email=smtp;sms=twilio;voice=twilio;whatsapp=meta;push=fcm;"
+                                       "webhook=standard"], indirect=True)
+async def test_channels__twilio_meta_fcm_and_webhooks_round_trip(sim_stack: tuple[Stack, SimServer]) -> None:
+    stack, sim = sim_stack
+    await configure(sim, {"recipients": {ANA["phone"]: {"reply_text": "SI"}, JONAS["phone"]: {"reply_digits": "1"}},
+                          "rate_limit": {"count": 0}})
+    business = {"id": "acme-erp", "webhook_url": f"{sim.url}/customer/webhook", "locale": "en"}
+    unregistered = {**EMMA, "id": "user-gone", "push_token": "unregistered-token-1"}
+    wrong_number = {**ANA, "id": "user-0000", "phone": "+34600110000"}
+    cases = {
+        "sms": event("otp.requested", ANA, ["sms"]),
+        "voice": event("otp.requested", JONAS, ["voice"]),
+        "whatsapp": event("appointment.reminder", ANA, ["whatsapp"]),
+        "push": event("alert.weather", EMMA, ["push"]),
+        "webhook": event("order.confirmed", business, ["webhook"]),
+        "push_unregistered": event("alert.weather", unregistered, ["push"]),
+        "sms_permanent": event("otp.requested", wrong_number, ["sms"]),
+    }
+    stack.start_worker(**SIM_ENV)
+    await stack.publish(cases.values())
+
+    last_expected = {"sms": (Status.DELIVERED,), "voice": (Status.DELIVERED, Status.REPLIED),
+                     "whatsapp": (Status.READ,), "push": (Status.SENT,), "webhook": (Status.SENT,),
+                     "push_unregistered": (Status.FAILED,), "sms_permanent": (Status.FAILED,)}
+    await stack.wait_statuses(lambda ss: reached(ss, cases, last_expected), timeout=60)
+    ids = {name: message_of(stack, e["id"]) for name, e in cases.items()}
+
+    assert timeline(stack, ids["sms"])[:3] == [Status.ACCEPTED, Status.SENT, Status.DELIVERED]
+    sms_sent = next(s for s in stack.statuses if s.message_id == ids["sms"] and s.status is Status.SENT)
+    assert (sms_sent.provider, sms_sent.detail) == ("twilio", "UCS-2, 1 segment")  # "código" is not GSM-7
+    assert Status.DELIVERED in timeline(stack, ids["voice"])
+    assert Status.REPLIED in timeline(stack, ids["voice"])
+    assert Status.READ in timeline(stack, ids["whatsapp"])
+    assert timeline(stack, ids["push"]) == [Status.ACCEPTED, Status.SENT]
+    assert timeline(stack, ids["webhook"]) == [Status.ACCEPTED, Status.SENT]
+
+    # Permanent provider errors: failed with the provider's code, one request only (no retry).
+    gone = [s for s in stack.statuses if s.message_id == ids["push_unregistered"]]
+    assert [s.status for s in gone] == [Status.ACCEPTED, Status.FAILED] and gone[-1].detail == "unregistered"
+    bad = [s for s in stack.statuses if s.message_id == ids["sms_permanent"]]
+    assert [s.status for s in bad] == [Status.ACCEPTED, Status.FAILED] and bad[-1].detail == "21614"  # not mobile
+    assert len([r for r in await sim_requests(sim, vendor="twilio") if r.get("recipient") == "+34600110000"]) == 1
+
+    # The business customer got one validly signed webhook.
+    customer = await sim_requests(sim, vendor="customer")
+    assert len(customer) == 1
+
+    # Replies: the keypad digit (correlated to its call) and the texts.
+    replies = [orjson.loads(r.value) for r in await stack.read("replies")]
+    digits = [r["data"] for r in replies if r["data"]["digits"]]
+    assert digits and digits[0]["digits"] == "1" and digits[0]["message_id"] == ids["voice"]
+    assert digits[0]["recipient_id"] == JONAS["id"]
+    assert any(r["data"]["text"] == "SI" and r["data"]["channel"] in ("sms", "whatsapp") for r in replies)
+
+    # A forged receipt is refused and changes nothing.
+    before = len(await stack.read("status"))
+    forged = httpx.post(f"{stack.settings.public_url}/webhooks/sms/twilio?message_id={ids['sms']}",
+                        data={"MessageSid": "SMx", "MessageStatus": "failed"},
+                        headers={"X-Twilio-Signature": "bm90LWEtc2lnbmF0dXJl"})
+    assert forged.status_code == 403
+    assert len(await stack.read("status")) == before
+
+
+@pytest.mark.parametrize("sim_stack", ["email=sendgrid;sms=vonage"], indirect=True)
+async def test_channels__vonage_and_sendgrid_round_trip_and_retriable_errors(
+        sim_stack: tuple[Stack, SimServer]) -> None:
+    stack, sim = sim_stack
+    await configure(sim, {"recipients": {EMMA["email"]: {"open": True}}})
+    cases = {"sms": event("otp.requested", ANA, ["sms"]), "email": event("order.confirmed", EMMA, ["email"])}
+    stack.start_worker(**SIM_ENV)
+    await stack.publish(cases.values())
+    await stack.wait_statuses(lambda ss: reached(ss, cases, {"sms": (Status.DELIVERED,), "email": (Status.OPENED,)}),
+                              timeout=60)
+    ids = {name: message_of(stack, e["id"]) for name, e in cases.items()}
+    assert timeline(stack, ids["sms"])[:3] == [Status.ACCEPTED, Status.SENT, Status.DELIVERED]
+    assert Status.DELIVERED in timeline(stack, ids["email"])
+    [request] = await sim_requests(sim, vendor="sendgrid")
+    assert request.get("idempotency_key")
+
+    # 429 with Retry-After, then success: marked retriable, retried, delivered.
+    await configure(sim, {"rate_limit": {"count": 1, "retry_after": 1}})
+    retry = event("otp.requested", JONAS, ["sms"])
+    await stack.publish([retry])
+    await stack.wait_statuses(lambda ss: any(s.event_id == retry["id"] and s.status is Status.SENT for s in ss)
+                              and sum(s.status is Status.DELIVERED for s in ss) >= 3, timeout=60)
+    mid = message_of(stack, retry["id"])
+    retrying = [s for s in stack.statuses if s.message_id == mid and s.status is Status.RETRYING]
+    assert retrying and retrying[0].error == "rate_limited"
