@@ -29,11 +29,15 @@ def status_row(s: DeliveryStatus) -> tuple[str, ...]:
 
 
 def summary_table(statuses: list[DeliveryStatus]) -> Table:
-    """Last status per message, counted by type and status."""
+    """Last status per message, counted by type and status (receipts name only the message: its type comes
+    from the message's earlier statuses)."""
     last: dict[str, DeliveryStatus] = {}
+    types: dict[str, str] = {}
     for s in statuses:
         last[s.message_id] = s
-    counts = Counter((s.event_type or "(unreadable)", s.status.value) for s in last.values())
+        if s.event_type:
+            types.setdefault(s.message_id, s.event_type)
+    counts = Counter((types.get(m, "(unreadable)"), s.status.value) for m, s in last.items())
     table = Table(title="Outcome per message", header_style="bold")
     table.add_column("event type")
     table.add_column("status")

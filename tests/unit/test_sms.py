@@ -19,7 +19,7 @@ from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable
 from channels.registry import provider_class
 from channels.render import Rendered
 from channels.sms import TwilioSettings, TwilioSmsProvider, VonageSettings, VonageSmsProvider, vonage_signature
-from channels.webhooks import WebhookRequest
+from channels.webhooks import WebhookRequest, WebhookResponse
 from schemas.settings import Settings
 from schemas.status import Status
 
@@ -465,3 +465,22 @@ async def test_vonage__close_closes_the_shared_client() -> None:
 def test_twilio_sms__still_registered_with_its_own_settings() -> None:
     assert provider_class("sms.twilio") is TwilioSmsProvider
     assert TwilioSmsProvider(TwilioSettings(), settings()).client.base_url.path == "/twilio/"
+
+
+def test_twilio_sms__sent_receipt_is_no_state_change() -> None:
+    # Herald publishes its own `sent` when the API accepts a message; Twilio's "sent" (handed to the carrier) is not
+    # a new state, while the receipts after it still are.
+    provider = TwilioSmsProvider(TwilioSettings(), settings())
+    form = {"MessageSid": "SM1", "SmsSid": "SM1", "To": "+34600111222", "From": "+15005550006"}
+
+    def receipt(word: str) -> WebhookRequest:
+        body = urlencode({**form, "MessageStatus": word, "SmsStatus": word}).encode()
+        return WebhookRequest(method="POST", url=f"{PUBLIC}/webhooks/sms/twilio?message_id=msg-3f2a9c", headers={},
+                              query={"message_id": "msg-3f2a9c"}, body=body)
+
+    result = provider.parse_webhook(receipt("sent"))
+
+    assert (result.statuses, result.inbound, result.response) == ([], [], WebhookResponse())
+    [delivered] = provider.parse_webhook(receipt("delivered")).statuses
+    assert (delivered.message_id, delivered.status, delivered.vendor_status) == (
+        "msg-3f2a9c", Status.DELIVERED, "delivered")
