@@ -29,8 +29,12 @@ def build_client(base_url: str, *, auth: httpx.Auth | tuple[str, str] | None = N
 
 
 def base_url_for(own: str | None, settings: Settings, vendor: str) -> str:
-    """A provider's configured base URL, else its path on the provider simulator."""
-    return own or f"{settings.sim_url.rstrip('/')}/{vendor}"
+    """A provider's configured base URL, else (outside production) its path on the provider simulator."""
+    if own:
+        return own
+    if settings.env == "production":
+        raise ValueError(f"HERALD_{vendor.upper()}_BASE_URL must be set when HERALD_ENV=production")
+    return f"{settings.sim_url.rstrip('/')}/{vendor}"
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

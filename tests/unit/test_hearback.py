@@ -99,3 +99,9 @@ def test_reply_event__is_a_valid_cloudevent_with_a_stable_id() -> None:
     a, b = reply_event(reply, "twilio", NOW), reply_event(reply, "twilio", NOW)
     assert a["id"] == b["id"] and a["subject"] == "user-42"
     assert orjson.loads(orjson.dumps(a))["data"]["digits"] == "1"
+
+
+def test_providers__production_refuses_to_fall_back_to_the_simulator() -> None:
+    settings = Settings(env="production", secret="s" * 32, providers="sms=twilio")
+    with pytest.raises(ValueError, match="HERALD_TWILIO_BASE_URL"):
+        TwilioSmsProvider.from_settings(settings)
