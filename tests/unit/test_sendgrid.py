@@ -356,9 +356,10 @@ def test_sendgrid__unreadable_public_key_fails_at_startup(settings: Settings, ke
 
 def test_sendgrid__dev_key_verifies_nothing_in_production(tmp_path: Path) -> None:
     production = Settings(env="production", secret="a-production-secret-long-enough", data_dir=tmp_path)
-    assert not provider(production).verify_webhook(signed_request())
+    real = "https://api.sendgrid.com"
+    assert not provider(production, base_url=real).verify_webhook(signed_request())
     private = _other_private_key()
-    assert provider(production, webhook_public_key=_public_pem(private)).verify_webhook(
+    assert provider(production, base_url=real, webhook_public_key=_public_pem(private)).verify_webhook(
         signed_request(private_key=private))
 
 
