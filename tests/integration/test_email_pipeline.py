@@ -25,10 +25,11 @@ PEOPLE = [
 ]
 
 
-def valid_events(catalog: Catalog, n: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """n events over every type with email, cycling locales; returns them and the expected locale by address."""
+def valid_events(catalog: Catalog, n: int) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
+    """n events over every type with email, cycling locales; returns them, the expected locale and the type by
+    address."""
     types = [t for t, e in catalog.types.items() if "email" in e.channels]
-    events, expected = [], {}
+    events, expected, kinds = [], {}, {}
     for i, (event_type, (person, lang)) in enumerate(zip(itertools.cycle(types), itertools.cycle(PEOPLE))):
         if i == n:
             break
@@ -36,12 +37,13 @@ def valid_events(catalog: Catalog, n: int) -> tuple[list[dict[str, Any]], dict[s
         to = {"id": f"user-{i}", "email": email, "name": f"Person {i}", **person}
         events.append(make_event(event_type, to, catalog.types[event_type].sample, source="it/test"))
         expected[email] = lang
-    return events, expected
+        kinds[email] = event_type
+    return events, expected, kinds
 
 
 async def test_email_pipeline__100_events_and_5_bad_inputs(stack: Stack) -> None:
     catalog = Catalog.load(__import__("consumers.app", fromlist=["BUNDLED_CATALOG"]).BUNDLED_CATALOG)
-    events, expected = valid_events(catalog, 100)
+    events, expected, kinds = valid_events(catalog, 100)
     bad_envelope = make_event("order.confirmed", {"id": "x"}, {})
     del bad_envelope["type"]
     bad = {
@@ -73,7 +75,11 @@ async def test_email_pipeline__100_events_and_5_bad_inputs(stack: Stack) -> None
     assert set(by_address) == set(expected)
     for address, mail in by_address.items():
         assert mail["Content-Language"] == expected[address], address
-        assert mail.get_content_type() == "multipart/alternative"
+        if kinds[address] == "invoice.issued":
+            [pdf] = list(mail.iter_attachments())
+            assert pdf.get_content_type() == "application/pdf" and pdf.get_content().startswith(b"%PDF")
+        else:
+            assert mail.get_content_type() == "multipart/alternative"
 
     # accepted, then sent, for every message; the five bad inputs rejected with their reasons.
     per_message: dict[str, list[Status]] = {}
