@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench venv clean schema
+.PHONY: run test test-slow lint bench bench-channels venv clean schema
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.email_throughput
+	$(BIN)/python -m bench.channel_throughput
+
+bench-channels: $(STAMP)
+	$(BIN)/python -m bench.channel_throughput
 
 schema: $(STAMP)
 	$(BIN)/herald schema --write
