@@ -41,3 +41,9 @@ def verify_standard_webhook(secret: str, headers: Mapping[str, str], body: bytes
 
 def safe_equal(a: str | None, b: str) -> bool:
     return a is not None and hmac.compare_digest(a.encode(), b.encode())
+
+
+def link_signature(secret: bytes, *parts: str) -> str:
+    """A short URL-safe HMAC-SHA256 (128 bits) over `parts`, for Herald's own signed, expiring links."""
+    digest = hmac.new(secret, "|".join(parts).encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")

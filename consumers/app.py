@@ -19,6 +19,7 @@ from channels.render import BUNDLED_TEMPLATES, Renderer
 from consumers.agents import guarded_agent
 from consumers.deadletter import DeadLetters
 from consumers.delivery import DeliveryStage
+from consumers.documents import Documents
 from consumers.hearback import HearBack
 from consumers.ingest import IngestStage
 from consumers.metrics import Metrics
@@ -26,7 +27,7 @@ from consumers.records import Publisher
 from consumers.router import Router, utcnow
 from consumers.status import StatusEmitter
 from consumers.topics import LANES, topic_specs
-from consumers.web import register_views
+from consumers.web import register_document_view, register_views
 from schemas.catalog import Catalog
 from schemas.settings import Settings
 
@@ -126,7 +127,10 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     statuses = StatusEmitter(publisher, metrics, secret, utcnow)
     dead_letters = DeadLetters(publisher, metrics)
     renderer = Renderer(settings.templates, default_locale=settings.default_locale)
-    template_globals = {"brand": settings.brand_name}
+    template_globals = {"brand": settings.brand_name, "document_url": None}
+    documents = Documents(app.Table("documents", partitions=settings.partitions,
+                                    schema=faust.Schema(key_serializer="raw", value_serializer="raw")),
+                          renderer, secret, settings.public_url, template_globals=template_globals, clock=utcnow)
 
     ingest = IngestStage(Router(catalog, senders.keys()), publisher, statuses, dead_letters, metrics)
     app.agent(app.topic(settings.topic("events"), settings.topic("events.critical"),
@@ -134,7 +138,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
               name="route_events")(guarded_agent(ingest.handle, dead_letters, "route_events"))
 
     delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=utcnow, catalog=catalog,
-                             template_globals=template_globals)
+                             template_globals=template_globals, documents=documents)
     for channel in senders:
         for lane in LANES:
             name = f"send_{channel}{lane.replace('.', '_')}"
@@ -144,6 +148,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
 
     hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, utcnow)
     register_views(app, metrics, hearback, settings.public_url)
+    register_document_view(app, documents)
 
     @app.on_before_shutdown.connect
     async def close_senders(app: faust.App, **kwargs: object) -> None:

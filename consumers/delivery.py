@@ -17,6 +17,7 @@ from channels.base import Attachment, OutboundMessage, Sender
 from channels.errors import DeliveryError, RenderError
 from channels.render import Rendered, Renderer
 from consumers.deadletter import DeadLetters
+from consumers.documents import Documents
 from consumers.identity import record_message_id
 from consumers.metrics import Metrics
 from consumers.records import Record
@@ -35,8 +36,9 @@ class DeliveryStage:
     def __init__(self, renderer: Renderer, senders: Mapping[str, Sender], statuses: StatusEmitter,
                  dead_letters: DeadLetters, metrics: Metrics, *, clock: Callable[[], datetime],
                  catalog: Catalog | None = None, template_globals: Mapping[str, Any] | None = None,
-                 max_attempts: int = 3, backoff: float = 0.5) -> None:
+                 documents: Documents | None = None, max_attempts: int = 3, backoff: float = 0.5) -> None:
         self.catalog = catalog
+        self.documents = documents
         self.renderer = renderer
         self.senders = senders
         self.statuses = statuses
@@ -66,15 +68,19 @@ class DeliveryStage:
             await self.statuses.for_dispatch(d, Status.FAILED, error=reason, detail=reason)
             await self.dead_letters.send(record, reason=reason, detail=f"channel {d.channel}", stage="delivery")
             return
+        document_url = self.documents.link_for(d) if self.documents else None
         try:
             rendered = self.renderer.render(
                 d.event_type, d.channel, locale=d.to.locale, timezone=d.to.timezone,
                 context={**self.template_globals, "to": d.to.model_dump(mode="json"), "payload": d.payload,
-                         "message_id": d.message_id, "event_id": d.event_id, "tenant": d.tenant})
+                         "message_id": d.message_id, "event_id": d.event_id, "tenant": d.tenant,
+                         "document_url": document_url})
         except RenderError as exc:
             await self.statuses.for_dispatch(d, Status.REJECTED, error=exc.reason, detail=exc.reason)
             await self.dead_letters.send(record, reason=exc.reason, detail=str(exc), stage="delivery")
             return
+        if document_url and self.documents:
+            self.documents.remember(d)
         try:
             attachments = await self._attachments(d, rendered)
         except RenderError as exc:

@@ -22,7 +22,7 @@ def shipped_locales(renderer: Renderer) -> list[str]:
 
 def _renderer(settings: Settings) -> Renderer:
     return Renderer(settings.templates, default_locale=settings.default_locale,
-                    globals_={"brand": settings.brand_name})
+                    globals_={"brand": settings.brand_name, "document_url": None})
 
 
 def check_templates(settings: Settings) -> tuple[list[str], list[str], int]:

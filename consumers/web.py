@@ -7,6 +7,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from channels.webhooks import WebhookRequest, lower_keys
+from consumers.documents import Documents
 from consumers.hearback import HearBack
 from consumers.metrics import Metrics
 
@@ -48,3 +49,22 @@ def register_views(app: faust.App, metrics: Metrics, hearback: HearBack, public_
             return await webhook(self, request, channel, vendor)
 
     app.page("/webhooks/{channel}/{vendor}")(WebhookView)
+
+
+def register_document_view(app: faust.App, documents: Documents) -> None:
+    """`GET /documents/{message_id}.pdf?e=…&s=…`, routed to the worker that owns the message's partition."""
+
+    class DocumentView(View):
+        @app.table_route(table=documents.store, match_info="message_id")  # type: ignore[arg-type]
+        async def get(self, request: Request, message_id: str) -> Response:
+            query = request.query  # type: ignore[attr-defined]
+            if not documents.verify(message_id, query.get("e", ""), query.get("s", "")):
+                return self.text("link expired or invalid", status=403)
+            pdf = await documents.pdf(message_id)
+            if pdf is None:
+                return self.text("not found", status=404)
+            return self.bytes(pdf, headers={"Content-Type": "application/pdf",
+                                            "Content-Disposition": 'inline; filename="document.pdf"',
+                                            "Cache-Control": "private, no-store"})
+
+    app.page("/documents/{message_id}.pdf")(DocumentView)

@@ -98,13 +98,15 @@ async def test_channels__twilio_meta_fcm_and_webhooks_round_trip(sim_stack: tupl
         "webhook": event("order.confirmed", business, ["webhook"]),
         "push_unregistered": event("alert.weather", unregistered, ["push"]),
         "sms_permanent": event("otp.requested", wrong_number, ["sms"]),
+        "invoice_sms": event("invoice.issued", EMMA, ["sms"]),
     }
     stack.start_worker(**SIM_ENV)
     await stack.publish(cases.values())
 
     last_expected = {"sms": (Status.DELIVERED,), "voice": (Status.DELIVERED, Status.REPLIED),
                      "whatsapp": (Status.READ,), "push": (Status.SENT,), "webhook": (Status.SENT,),
-                     "push_unregistered": (Status.FAILED,), "sms_permanent": (Status.FAILED,)}
+                     "push_unregistered": (Status.FAILED,), "sms_permanent": (Status.FAILED,),
+                     "invoice_sms": (Status.DELIVERED,)}
     await stack.wait_statuses(lambda ss: reached(ss, cases, last_expected), timeout=60)
     ids = {name: message_of(stack, e["id"]) for name, e in cases.items()}
 
@@ -134,6 +136,17 @@ async def test_channels__twilio_meta_fcm_and_webhooks_round_trip(sim_stack: tupl
     assert digits and digits[0]["digits"] == "1" and digits[0]["message_id"] == ids["voice"]
     assert digits[0]["recipient_id"] == JONAS["id"]
     assert any(r["data"]["text"] == "SI" and r["data"]["channel"] in ("sms", "whatsapp") for r in replies)
+
+    # The invoice SMS carries a signed link; Herald's web server serves the PDF behind it, and nothing else.
+    [invoice_sms] = [r for r in await sim_requests(sim, vendor="twilio", kind="messages")
+                     if "/documents/" in r["fields"].get("Body", "")]
+    link = next(w for w in invoice_sms["fields"]["Body"].split() if "/documents/" in w)
+    async with httpx.AsyncClient() as client:
+        pdf = await client.get(link)
+        forged = await client.get(link.replace("&s=", "&s=x"))
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF")
+    assert forged.status_code == 403
 
     # A forged receipt is refused and changes nothing.
     before = len(await stack.read("status"))

@@ -1,0 +1,72 @@
+"""Documents behind signed, expiring links: the invoice PDF that an SMS points to.
+
+An SMS cannot carry a PDF, so the delivery stage keeps the dispatch in a table keyed by message id (a Faust
+table, partitioned like `herald.dispatch.*`, so any worker's web server can route the request to its owner)
+and puts a signed link in the message. The PDF is rendered on request, in the recipient's language, from the
+same `email.<locale>.pdf.j2` template the email attaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable, Mapping, MutableMapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from channels.pdf import html_to_pdf
+from channels.render import Renderer
+from channels.signatures import link_signature
+from schemas.dispatch import Dispatch
+
+
+class Documents:
+    """Remembers dispatches whose type has a document, signs links to it, and renders it on request."""
+
+    def __init__(self, store: MutableMapping[bytes, bytes], renderer: Renderer, secret: bytes, public_url: str, *,
+                 template_globals: Mapping[str, Any], clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.renderer = renderer
+        self.secret = secret
+        self.public_url = public_url.rstrip("/")
+        self.template_globals = dict(template_globals)
+        self.clock = clock
+
+    def has_document(self, event_type: str) -> bool:
+        root, locale = self.renderer.root, self.renderer.default_locale
+        return (root / event_type / f"email.{locale}.pdf.j2").is_file()
+
+    def link_for(self, d: Dispatch) -> str | None:
+        """A signed link to the dispatch's document, valid until the message expires; None without one."""
+        if d.channel == "email" or d.expires_at is None or not self.has_document(d.event_type):
+            return None
+        expires = str(int(d.expires_at.timestamp()))
+        signature = link_signature(self.secret, "document", d.message_id, expires)
+        return f"{self.public_url}/documents/{d.message_id}.pdf?e={expires}&s={signature}"
+
+    def remember(self, d: Dispatch) -> None:
+        # Raw bytes keys: the same bytes as the dispatch record's key, so the table partitions like it.
+        self.store[d.message_id.encode()] = d.model_dump_json().encode()
+
+    def verify(self, message_id: str, expires: str, signature: str) -> bool:
+        if not expires.isdigit() or int(expires) < self.clock().timestamp():
+            return False
+        return hmac.compare_digest(link_signature(self.secret, "document", message_id, expires), signature)
+
+    async def pdf(self, message_id: str) -> bytes | None:
+        """The document as PDF bytes, or None when this worker's table does not have it."""
+        raw = self.store.get(message_id.encode())
+        if raw is None:
+            return None
+        try:
+            d = Dispatch.model_validate_json(raw)
+        except ValidationError:
+            return None
+        rendered = self.renderer.render(d.event_type, "email", locale=d.to.locale, timezone=d.to.timezone,
+                                        context={**self.template_globals, "to": d.to.model_dump(mode="json"),
+                                                 "payload": d.payload, "message_id": d.message_id,
+                                                 "event_id": d.event_id, "tenant": d.tenant})
+        return await asyncio.to_thread(html_to_pdf, rendered["pdf"], title=rendered["subject"],
+                                       created_at=d.event_time)
