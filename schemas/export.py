@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from schemas.catalog import Catalog
 from schemas.dispatch import Dispatch
 from schemas.events import CloudEvent
+from schemas.preferences import Preferences
 from schemas.status import DeliveryStatus
 
 CONTRACTS: dict[str, type[BaseModel]] = {
@@ -18,6 +19,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "Dispatch": Dispatch,
     "DeliveryStatus": DeliveryStatus,
     "Catalog": Catalog,
+    "Preferences": Preferences,
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "jsonschema"
