@@ -56,6 +56,44 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def check_window(value: str | None) -> str | None:
+    """`HH:MM-HH:MM`, the local hours when a message may be sent (may wrap past midnight)."""
+    if value is not None and not _WINDOW.match(value):
+        raise ValueError(f"window must look like 08:00-21:00, not {value!r}")
+    return value
+
+
+class ScheduleRule(BaseModel):
+    """Send `before` a date in the payload, e.g. 7 days before `payload.appointment_at`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(description="Payload field holding an ISO 8601 date-time.", examples=["appointment_at"])
+    before: timedelta = Field(description="How long before that time.", examples=["7d"])
+
+    @field_validator("before", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
+class FrequencyCap(BaseModel):
+    """At most `count` messages of a category per recipient in each `per` window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=1, examples=[3])
+    per: timedelta = Field(examples=["1d"])
+
+    @field_validator("per", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
 class CatalogError(ValueError):
     """The catalog file is missing, unreadable or invalid; the message says where."""
 
@@ -68,9 +106,19 @@ class CatalogEntry(BaseModel):
     description: str = Field(default="", description="What the event means, for template authors.")
     category: Category = Field(description="transactional needs no opt-in; promotional needs consent.")
     priority: Priority = Field(description="critical goes through the critical lane.")
-    channels: list[Channel] = Field(min_length=1, description="Channels in fallback order.")
+    channels: list[Channel] = Field(default_factory=list, description="Channels in fallback order.")
     ttl: timedelta = Field(description="Not sent once this old (e.g. `10m`).", examples=["10m"])
     quiet_hours: QuietHours = Field(default=QuietHours.RESPECT, description="respect or ignore quiet hours.")
+    send_window: str | None = Field(default=None, description="Local hours when this type may be sent; the "
+                                    "catalog's `send_window` when unset.", examples=["09:00-20:00"])
+    schedule: list[ScheduleRule] = Field(default_factory=list,
+                                         description="Send at these times relative to a payload date instead of now.")
+    cancel_key: str | None = Field(default=None, description="Payload field naming what a later event may cancel.",
+                                   examples=["appointment_id"])
+    cancels: list[str] = Field(default_factory=list, description="Types whose pending messages with the same "
+                               "`cancel_key` value this event cancels.", examples=[["appointment.reminder"]])
+    receipt_wait: timedelta | None = Field(default=None, description="Fall back to the next channel when no "
+                                           "receipt arrives within this time.", examples=["2m"])
     keypad: dict[str, KeypadAction] = Field(
         default_factory=dict, description="Voice keypad menu: digit -> repeat, confirm, cancel or agent.",
         examples=[{"1": "repeat", "0": "agent"}])
@@ -79,10 +127,15 @@ class CatalogEntry(BaseModel):
     sample: dict[str, Any] = Field(default_factory=dict,
                                    description="Sample payload for `herald templates check|preview` and the demo.")
 
-    @field_validator("ttl", mode="before")
+    @field_validator("ttl", "receipt_wait", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)
+
+    @field_validator("send_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        return check_window(value)
 
     @field_validator("channels")
     @classmethod
@@ -104,6 +157,10 @@ class CatalogEntry(BaseModel):
             raise ValueError(f"sample lacks required fields {missing}")
         if self.ttl <= timedelta(0):
             raise ValueError("ttl must be positive")
+        if not self.channels and not self.cancels:
+            raise ValueError("channels must list at least one channel (only a cancelling type may have none)")
+        if (self.cancels or self.schedule) and self.cancel_key and self.cancel_key not in self.required:
+            raise ValueError(f"cancel_key {self.cancel_key!r} must be one of the required fields")
         return self
 
 
@@ -116,7 +173,27 @@ class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(default=1, description="Catalog format version.")
+    send_window: str = Field(default="08:00-21:00", description="Local hours when non-critical messages may be "
+                             "sent (quiet hours are the rest).")
+    frequency_caps: dict[Category, FrequencyCap] = Field(
+        default_factory=dict, description="Per recipient and category.",
+        examples=[{"promotional": {"count": 3, "per": "1d"}}])
     types: dict[str, CatalogEntry] = Field(description="Entries by event type.")
+
+    @field_validator("send_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        return check_window(value) or value
+
+    @model_validator(mode="after")
+    def _cancels_known_types(self) -> Catalog:
+        for name, entry in self.types.items():
+            if unknown := [t for t in entry.cancels if t not in self.types]:
+                raise ValueError(f"{name} cancels unknown types {unknown}")
+            for target in entry.cancels:
+                if self.types[target].cancel_key != entry.cancel_key or not entry.cancel_key:
+                    raise ValueError(f"{name} and {target} must share a cancel_key")
+        return self
 
     @field_validator("types")
     @classmethod
