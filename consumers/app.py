@@ -5,11 +5,13 @@ No module-level app and no global settings: tests build as many apps as they lik
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TopicT
 
 from channels.base import Sender, WebhookReceiver
@@ -23,12 +25,16 @@ from consumers.documents import Documents
 from consumers.hearback import HearBack
 from consumers.ingest import IngestStage
 from consumers.metrics import Metrics
-from consumers.records import Publisher
+from consumers.records import Publisher, Record
 from consumers.router import Router, utcnow
+from consumers.scheduler import Scheduler
+from consumers.sends import SendLedger
+from consumers.state import State
 from consumers.status import StatusEmitter
 from consumers.topics import LANES, topic_specs
 from consumers.web import register_document_view, register_views
 from schemas.catalog import Catalog
+from schemas.dispatch import Dispatch
 from schemas.settings import Settings
 
 BUNDLED_CATALOG = BUNDLED_TEMPLATES / "catalog.yaml"
@@ -55,6 +61,9 @@ class Runtime:
     senders: dict[str, Sender]
     metrics: Metrics
     topics: dict[str, TopicT]
+    state: State
+    scheduler: Scheduler
+    sends: SendLedger
 
 
 def load_catalog(settings: Settings) -> Catalog:
@@ -112,12 +121,27 @@ def faust_config(settings: Settings) -> dict[str, object]:
     return conf
 
 
+def owner_check(app: faust.App, settings: Settings) -> Callable[[str], bool]:
+    """Whether this worker owns a recipient: it holds that recipient's partition of `herald.events`."""
+    partitioner = DefaultPartitioner()
+    lanes = {settings.topic("events")}
+    every = list(range(settings.partitions))
+
+    def owns(recipient_id: str) -> bool:
+        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic in lanes}
+        return partitioner(recipient_id.encode(), every, every) in mine
+
+    return owns
+
+
 def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
-               catalog: Catalog | None = None, publisher: Publisher | None = None) -> faust.App:
-    """Build Herald's Faust app. `senders`, `catalog` and `publisher` may be injected (tests, other providers)."""
+               catalog: Catalog | None = None, publisher: Publisher | None = None,
+               state: State | None = None) -> faust.App:
+    """Build Herald's Faust app. `senders`, `catalog`, `publisher` and `state` may be injected (tests)."""
     app = faust.App(settings.app_id, **faust_config(settings))
     catalog = catalog or load_catalog(settings)
     senders = build_senders(settings) if senders is None else senders
+    state = state or State.on_topics(settings)
     metrics = Metrics()
     topics = {spec.short: app.topic(settings.topic(spec.short), key_serializer="raw", value_serializer="raw",
                                     partitions=settings.partitions)
@@ -131,20 +155,36 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     documents = Documents(app.Table("documents", partitions=settings.partitions,
                                     schema=faust.Schema(key_serializer="raw", value_serializer="raw")),
                           renderer, secret, settings.public_url, template_globals=template_globals, clock=utcnow)
+    sends = SendLedger(state.sends, utcnow)
+    scheduler = Scheduler(state.schedules, publisher, statuses, clock=utcnow, owns=owner_check(app, settings))
 
-    ingest = IngestStage(Router(catalog, senders.keys()), publisher, statuses, dead_letters, metrics)
-    app.agent(app.topic(settings.topic("events"), settings.topic("events.critical"),
-                        key_serializer="raw", value_serializer="raw"),
-              name="route_events")(guarded_agent(ingest.handle, dead_letters, "route_events"))
-
+    router = Router(catalog, senders.keys(), clock=utcnow, dedupe=state.dedupe, caps=state.caps,
+                    dedupe_window=settings.dedupe_window)
+    ingest = IngestStage(router, publisher, statuses, dead_letters, metrics, scheduler)
     delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=utcnow, catalog=catalog,
-                             template_globals=template_globals, documents=documents)
+                             template_globals=template_globals, documents=documents, sends=sends,
+                             retry=scheduler.add, publisher=publisher, max_attempts=settings.max_attempts)
+    scheduler.on_receipt_check = receipt_check(sends, delivery)
+
+    async def ready_then(handler: Callable[[Record], Awaitable[None]], record: Record) -> None:
+        await state.ready()
+        await handler(record)
+
+    # Two router agents, one per lane: the critical lane has its own stream, so a backlog of normal events
+    # never sits in front of a code or a password reset.
+    for name, lane in (("route_events", "events"), ("route_critical_events", "events.critical")):
+        app.agent(topics[lane], name=name)(guarded_agent(partial(ready_then, ingest.handle), dead_letters, name))
     for channel in senders:
         for lane in LANES:
             name = f"send_{channel}{lane.replace('.', '_')}"
             concurrency = settings.email_concurrency if channel == "email" else settings.channel_concurrency
             app.agent(topics[f"dispatch.{channel}{lane}"], name=name, concurrency=concurrency,
-                      )(guarded_agent(delivery.handle, dead_letters, name))
+                      )(guarded_agent(partial(ready_then, delivery.handle), dead_letters, name))
+
+    @app.task
+    async def release_scheduled() -> None:
+        await state.ready()
+        await scheduler.run(settings.scheduler_interval)
 
     hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, utcnow)
     register_views(app, metrics, hearback, settings.public_url)
@@ -154,7 +194,21 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     async def close_senders(app: faust.App, **kwargs: object) -> None:
         for sender in senders.values():
             await sender.close()
+        await state.stop()
 
     app.herald = Runtime(settings=settings, catalog=catalog, renderer=renderer, senders=senders,  # type: ignore[attr-defined]
-                         metrics=metrics, topics=topics)
+                         metrics=metrics, topics=topics, state=state, scheduler=scheduler, sends=sends)
     return app
+
+
+def receipt_check(sends: SendLedger, delivery: DeliveryStage) -> Callable[[Dispatch], Awaitable[None]]:
+    """When a message's receipt wait is over: no `delivered`/`read` yet means the next channel gets it."""
+
+    async def check(d: Dispatch) -> None:
+        record = sends.get(d.message_id)
+        if record is None or record.state in ("delivered",) or record.fell_back:
+            return
+        await sends.outcome(d.message_id, record.state, fell_back=True)
+        await delivery.fall_back(d, f"{d.channel} no receipt")
+
+    return check

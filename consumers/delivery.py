@@ -6,8 +6,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,11 +18,14 @@ from channels.errors import DeliveryError, RenderError
 from channels.render import Rendered, Renderer
 from consumers.deadletter import DeadLetters
 from consumers.documents import Documents
+from consumers.fallback import next_dispatch
 from consumers.identity import record_message_id
 from consumers.metrics import Metrics
-from consumers.records import Record
-from consumers.router import describe_validation_error
+from consumers.records import Publisher, Record
+from consumers.router import ConsentCheck, describe_validation_error
+from consumers.sends import SendLedger
 from consumers.status import StatusEmitter
+from consumers.topics import dispatch_topic
 from schemas.catalog import Catalog
 from schemas.dispatch import Dispatch
 from schemas.status import Status
@@ -30,15 +33,36 @@ from schemas.status import Status
 log = logging.getLogger(__name__)
 
 
+Retry = Callable[[datetime, Dispatch, str], Awaitable[None]]
+
+
 class DeliveryStage:
-    """Sends dispatches of the channels it has senders for. Retries transient errors a few times in place."""
+    """Sends dispatches of the channels it has senders for.
+
+    A retriable failure is handed to the scheduler (`retry`) with exponential backoff and full jitter, never
+    waited for in place, so a slow provider does not hold its partition. Without a scheduler (unit tests) it
+    retries in place. A permanent failure falls back to the next channel of the type, when one is left.
+    """
 
     def __init__(self, renderer: Renderer, senders: Mapping[str, Sender], statuses: StatusEmitter,
                  dead_letters: DeadLetters, metrics: Metrics, *, clock: Callable[[], datetime],
                  catalog: Catalog | None = None, template_globals: Mapping[str, Any] | None = None,
-                 documents: Documents | None = None, max_attempts: int = 3, backoff: float = 0.5) -> None:
+                 documents: Documents | None = None, max_attempts: int = 3, backoff: float = 0.5,
+                 backoff_cap: float = 300.0, sends: SendLedger | None = None, retry: Retry | None = None,
+                 publisher: Publisher | None = None, consent: ConsentCheck | None = None,
+                 session_open: Callable[[str], bool] | None = None,
+                 after_send: Callable[[Dispatch, str], Awaitable[None]] | None = None,
+                 rng: random.Random | None = None) -> None:
         self.catalog = catalog
         self.documents = documents
+        self.sends = sends
+        self.retry = retry
+        self.publisher = publisher
+        self.consent = consent
+        self.session_open = session_open
+        self.after_send = after_send
+        self.backoff_cap = backoff_cap
+        self.rng = rng or random.Random()
         self.renderer = renderer
         self.senders = senders
         self.statuses = statuses
@@ -61,8 +85,18 @@ class DeliveryStage:
         if d.expires_at and self.clock() >= d.expires_at:
             await self.statuses.for_dispatch(d, Status.EXPIRED, detail="ttl")
             return
+        if self.sends and self.sends.already_sent(d.message_id):
+            # A redelivered dispatch (crash, rebalance, replayed event): the provider has it already.
+            self.metrics.duplicates_prevented.labels(d.channel).inc()
+            await self.statuses.for_dispatch(d, Status.DEDUPLICATED, detail="already_sent")
+            return
         sender = self.senders.get(d.channel)
         address = d.to.address_for(d.channel)
+        if address is not None and self.consent and (refusal := self.consent(d.to.id, d.category, d.channel,
+                                                                             address)):
+            # Checked again at send time: a STOP that arrived while the message was queued stops it.
+            await self.statuses.for_dispatch(d, Status.SUPPRESSED, detail=refusal)
+            return
         if sender is None or address is None:
             reason = "no_sender" if sender is None else "no_address"
             await self.statuses.for_dispatch(d, Status.FAILED, error=reason, detail=reason)
@@ -97,7 +131,9 @@ class DeliveryStage:
             idempotency_key=d.idempotency_key, display_name=d.to.name, locale=d.to.locale,
             event_type=d.event_type, metadata={"message_id": d.message_id, "recipient_id": d.to.id},
             attachments=attachments,
-            options={"priority": d.priority, **({"keypad": dict(entry.keypad)} if entry and entry.keypad else {})})
+            options={"priority": d.priority, **({"keypad": dict(entry.keypad)} if entry and entry.keypad else {}),
+                     **({"whatsapp_session_open": True} if d.channel == "whatsapp" and self.session_open
+                        and self.session_open(d.to.id) else {})})
         await self._send(record, d, sender, message)
 
     async def _attachments(self, d: Dispatch, rendered: Rendered) -> tuple[Attachment, ...]:
@@ -108,9 +144,18 @@ class DeliveryStage:
         return await asyncio.to_thread(attachments_for, rendered, d.payload, title=rendered["subject"],
                                        filename=f"{d.event_type.split('.')[0]}.pdf", created_at=d.event_time)
 
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter, never sooner than the provider's `Retry-After`."""
+        jitter = self.rng.uniform(0, min(self.backoff_cap, self.backoff * 2 ** (attempt - 1)))
+        return max(retry_after or 0.0, jitter)
+
     async def _send(self, record: Record, d: Dispatch, sender: Sender, message: OutboundMessage) -> None:
         locale = message.rendered.locale
-        for attempt in range(d.attempt, d.attempt + self.max_attempts):
+        last_attempt = d.attempt + self.max_attempts - 1 if self.retry is None else self.max_attempts
+        attempt = d.attempt
+        if self.sends:
+            await self.sends.pending(d)
+        while True:
             started = time.perf_counter()
             try:
                 result = await sender.send(message)
@@ -118,23 +163,50 @@ class DeliveryStage:
                 provider = exc.provider or sender.name
                 self.metrics.sends.labels(d.channel, provider, "error").inc()
                 self.metrics.provider_errors.labels(d.channel, provider, exc.reason).inc()
-                last = attempt == d.attempt + self.max_attempts - 1
-                if exc.retriable and not last:
+                delay = self._backoff(attempt, getattr(exc, "retry_after", None))
+                due = self.clock() + timedelta(seconds=delay)
+                if exc.retriable and attempt < last_attempt and (d.expires_at is None or due < d.expires_at):
                     await self.statuses.for_dispatch(d, Status.RETRYING, provider=provider, locale=locale,
                                                      attempt=attempt, error=exc.reason, detail=exc.detail)
-                    delay = getattr(exc, "retry_after", None) or random.uniform(0, self.backoff * 2 ** (attempt - 1))
+                    if self.retry is not None:
+                        await self.retry(due, d.model_copy(update={"attempt": attempt + 1}), "retry")
+                        return
                     await asyncio.sleep(delay)
+                    attempt += 1
                     continue
                 await self.statuses.for_dispatch(d, Status.FAILED, provider=provider, locale=locale,
                                                  attempt=attempt, error=exc.reason, detail=exc.detail)
                 await self.dead_letters.send(record, reason=exc.reason, detail=f"{exc.reason}: {exc.detail}",
                                              stage="delivery")
+                if self.sends:
+                    await self.sends.outcome(d.message_id, "failed", fell_back=True)
+                await self.fall_back(d, f"{d.channel} {exc.reason}")
                 return
             elapsed = time.perf_counter() - started
+            if self.sends:
+                await self.sends.sent(d, result.provider, result.provider_message_id)
             self.metrics.sends.labels(d.channel, result.provider, "sent").inc()
             self.metrics.send_seconds.labels(d.channel, result.provider).observe(elapsed)
             self.metrics.end_to_end_seconds.labels(d.channel, d.priority).observe(
                 max(0.0, (self.clock() - d.event_time).total_seconds()))
             await self.statuses.for_dispatch(d, Status.SENT, provider=result.provider, locale=locale,
                                              attempt=attempt, detail=result.detail)
+            await self._after_sent(d, result.provider)
             return
+
+    async def _after_sent(self, d: Dispatch, provider: str) -> None:
+        entry = self.catalog.get(d.event_type) if self.catalog else None
+        if entry and entry.receipt_wait and d.fallback and self.retry is not None:
+            await self.retry(self.clock() + entry.receipt_wait, d, "receipt_wait")
+        if self.after_send is not None:
+            await self.after_send(d, provider)
+
+    async def fall_back(self, d: Dispatch, why: str) -> Dispatch | None:
+        """Send the message on the next channel left (SMS -> voice -> email for a code), if any."""
+        nxt = next_dispatch(d)
+        if nxt is None or self.publisher is None:
+            return None
+        await self.statuses.for_dispatch(nxt, Status.ACCEPTED, attempt=0, detail=f"fallback: {why}")
+        topic = dispatch_topic(nxt.channel, critical=nxt.priority == "critical")
+        await self.publisher.send(topic, nxt.message_id.encode(), nxt.model_dump_json().encode())
+        return nxt

@@ -1,4 +1,4 @@
-"""The ingest stage: one event record in; dispatches, statuses and dead letters out."""
+"""The ingest stage: one event record in; dispatches, schedules, statuses and dead letters out."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 from consumers.deadletter import DeadLetters
 from consumers.identity import message_id, record_message_id
+from consumers.kvstore import KeyValueStore, MemoryStore
 from consumers.metrics import Metrics
 from consumers.records import Publisher, Record
-from consumers.router import Router
+from consumers.router import Router, RouteResult
+from consumers.scheduler import Scheduler
 from consumers.status import StatusEmitter
 from consumers.topics import dispatch_topic
 from schemas.status import Status
@@ -18,15 +20,19 @@ log = logging.getLogger(__name__)
 
 
 class IngestStage:
-    """Runs the router on a record and publishes its decision."""
+    """Runs the router on a record and carries out its decision."""
 
     def __init__(self, router: Router, publisher: Publisher, statuses: StatusEmitter,
-                 dead_letters: DeadLetters, metrics: Metrics) -> None:
+                 dead_letters: DeadLetters, metrics: Metrics, scheduler: Scheduler, *,
+                 dedupe: KeyValueStore | None = None, caps: KeyValueStore | None = None) -> None:
         self.router = router
         self.publisher = publisher
         self.statuses = statuses
         self.dead_letters = dead_letters
         self.metrics = metrics
+        self.scheduler = scheduler
+        self.dedupe = dedupe or router.dedupe
+        self.caps = caps or router.caps or MemoryStore()
 
     async def handle(self, record: Record) -> None:
         received = datetime.fromtimestamp(record.timestamp, UTC) if record.timestamp else None
@@ -44,12 +50,30 @@ class IngestStage:
                                          detail=result.rejection.detail, stage="router")
             return
         assert event is not None
-        if result.expired:
-            await self.statuses.for_event(message_id(event.tenant, event.dedupe_key, "event"), Status.EXPIRED,
-                                          event=event, detail="ttl")
-            return
+        if result.cancels:
+            await self.scheduler.cancel(result.cancels)
+        event_mid = message_id(event.tenant, event.dedupe_key, "event")
+        for flag, status, detail in ((result.expired, Status.EXPIRED, "ttl"),
+                                     (result.deduplicated, Status.DEDUPLICATED, "idempotency_key"),
+                                     (bool(result.suppressed), Status.SUPPRESSED, result.suppressed)):
+            if flag:
+                await self.statuses.for_event(event_mid, status, event=event, detail=detail)
+                return
+        await self._carry_out(result)
+
+    async def _carry_out(self, result: RouteResult) -> None:
         for d in result.dispatches:
             # `accepted` is queued before the dispatch so it always precedes `sent` for the same key.
             await self.statuses.for_dispatch(d, Status.ACCEPTED, attempt=0)
             topic = dispatch_topic(d.channel, critical=d.priority == "critical")
             await self.publisher.send(topic, d.message_id.encode(), d.model_dump_json().encode())
+        for due, d, reason in result.scheduled:
+            await self.scheduler.add(due, d, reason)
+            await self.statuses.for_dispatch(d, Status.SCHEDULED, attempt=0, detail=f"{reason} {due.isoformat()}")
+        # State is recorded after the messages are out: a crash in between replays the event, and the
+        # send ledger keeps the replay from sending twice.
+        if result.dedupe_key:
+            await self.dedupe.put(result.dedupe_key, self.router.clock().isoformat().encode())
+        if result.cap_key:
+            count = int(self.caps.get(result.cap_key) or b"0") + len(result.dispatches) + len(result.scheduled)
+            await self.caps.put(result.cap_key, str(count).encode())

@@ -40,7 +40,7 @@ class KeyValueStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    def keys(self) -> Iterator[str]: ...
+    def list_keys(self) -> Iterator[str]: ...
 
 
 class MemoryStore:
@@ -61,7 +61,7 @@ class MemoryStore:
     async def delete(self, key: str) -> None:
         self.data.pop(key, None)
 
-    def keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[str]:
         return iter(list(self.data))
 
 
@@ -157,7 +157,7 @@ class TopicStore:
         self.data.pop(key, None)
         await self._producer.send(self.topic, None, key=key.encode())
 
-    def keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[str]:
         return iter(list(self.data))
 
     async def flush(self) -> None:

@@ -35,6 +35,15 @@ class Metrics:
                                          ["channel", "provider"], registry=r)
         self.replies = Counter("herald_replies_total", "Inbound replies and keypad digits published.",
                                ["channel", "provider"], registry=r)
+        self.keywords = Counter("herald_keywords_total",
+                                "Inbound STOP/START/HELP keywords; result `unknown_recipient` means no ledger change.",
+                                ["channel", "keyword", "result"], registry=r)
+        self.unsubscribes = Counter("herald_unsubscribes_total", "One-click unsubscribes (RFC 8058) by channel.",
+                                    ["channel"], registry=r)
+
+        self.duplicates_prevented = Counter("herald_duplicate_sends_prevented_total",
+                                            "Dispatches not sent again because the send ledger had them sent.",
+                                            ["channel"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from pydantic import ValidationError
 
 from consumers.identity import idempotency_key, message_id
+from consumers.kvstore import KeyValueStore, MemoryStore
+from consumers.policy import cap_key, dedupe_key, next_send_time, quiet_hours_apply, send_window
 from schemas.catalog import Catalog, CatalogEntry, Priority
 from schemas.dispatch import Dispatch
 from schemas.events import CloudEvent
@@ -36,17 +38,33 @@ class Rejection:
 
 @dataclass(slots=True)
 class RouteResult:
+    """What the router decided. `dispatches` go out now; `scheduled` wait in the scheduler until their time."""
+
     event: CloudEvent | None = None
     entry: CatalogEntry | None = None
     dispatches: list[Dispatch] = field(default_factory=list)
+    scheduled: list[tuple[datetime, Dispatch, str]] = field(default_factory=list)  # (due, dispatch, reason)
     rejection: Rejection | None = None
     expired: bool = False
+    deduplicated: bool = False
+    suppressed: str | None = None  # the reason: consent, opted_out, suppressed_address, frequency_cap
+    cancels: list[str] = field(default_factory=list)  # cancel keys of pending messages to cancel
+    dedupe_key: str | None = None  # to record once the dispatches are out
+    cap_key: str | None = None  # frequency-cap counter to increment
 
     @property
     def outcome(self) -> str:
         if self.rejection:
             return "rejected"
-        return "expired" if self.expired else "accepted"
+        if self.expired:
+            return "expired"
+        if self.deduplicated:
+            return "deduplicated"
+        if self.suppressed:
+            return "suppressed"
+        if self.cancels and not (self.dispatches or self.scheduled):
+            return "cancelled"
+        return "scheduled" if self.scheduled and not self.dispatches else "accepted"
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -63,14 +81,30 @@ def _rejection_for(exc: ValidationError) -> Rejection:
     return Rejection("invalid_envelope", describe_validation_error(exc))
 
 
-class Router:
-    """Turns one raw event record into dispatches, or a rejection with its reason."""
+ConsentCheck = Callable[[str, str, str, str], str | None]  # (recipient id, category, channel, address) -> reason
 
-    def __init__(self, catalog: Catalog, channels: Collection[str], *,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+
+def never_refuse(recipient_id: str, category: str, channel: str, address: str) -> str | None:
+    return None
+
+
+class Router:
+    """Turns one raw event record into dispatches, or a rejection with its reason.
+
+    Policy runs in DESIGN.md's order: expiry, dedupe, consent and suppression, quiet hours, frequency caps.
+    State is read through stores' in-memory replicas; what must be written is returned in the result.
+    """
+
+    def __init__(self, catalog: Catalog, channels: Collection[str], *, clock: Callable[[], datetime] = utcnow,
+                 dedupe: KeyValueStore | None = None, caps: KeyValueStore | None = None,
+                 consent: ConsentCheck = never_refuse, dedupe_window: timedelta = timedelta(days=7)) -> None:
         self.catalog = catalog
         self.channels = set(channels)
         self.clock = clock
+        self.dedupe = dedupe or MemoryStore()
+        self.caps = caps or MemoryStore()
+        self.consent = consent
+        self.dedupe_window = dedupe_window
 
     def parse(self, value: bytes | None, headers: Mapping[str, bytes]) -> CloudEvent | Rejection:
         if not any(k.startswith("ce_") for k in headers):
@@ -97,33 +131,99 @@ class Router:
         if missing := [f for f in entry.required if f not in event.data.payload]:
             return RouteResult(event=event, entry=entry, rejection=Rejection(
                 "missing_payload_field", f"payload lacks {', '.join(missing)}"))
+        result = RouteResult(event=event, entry=entry)
+        if entry.cancels and entry.cancel_key:
+            value_key = str(event.data.payload[entry.cancel_key])
+            result.cancels = [f"{t}|{value_key}" for t in entry.cancels]
+            if not entry.channels:
+                return result
 
-        event_time = event.time or received_at or self.clock()
-        expires_at = event_time + entry.ttl
-        if expires_at <= self.clock():
-            return RouteResult(event=event, entry=entry, expired=True)
+        now = self.clock()
+        event_time = event.time or received_at or now
+        if event_time + entry.ttl <= now and not entry.schedule and not event.sendat:
+            result.expired = True
+            return result
+        key = dedupe_key(event.tenant, event.dedupe_key)
+        if (seen := self.dedupe.get(key)) and now - datetime.fromisoformat(seen.decode()) < self.dedupe_window:
+            result.deduplicated = True
+            return result
+        result.dedupe_key = key
 
         priority = Priority(event.priority) if event.priority else entry.priority
-        wanted = [c.value for c in entry.channels if event.channels is None or c.value in event.channels]
-        # The first channel in the catalog's order that has a sender and an address for this person;
-        # later channels are the fallback when it fails.
-        dispatches = []
-        for channel in wanted:
+        candidates = self._candidates(event, entry)
+        if not candidates:
+            result.rejection = Rejection("no_channel", "recipient has no address on any channel this type uses")
+            return result
+        refusals = [(c, a, self.consent(event.data.to.id, entry.category.value, c, a)) for c, a in candidates]
+        allowed = [(c, a) for c, a, reason in refusals if reason is None]
+        if not allowed:
+            result.suppressed = refusals[0][2]
+            return result
+
+        dues = self._due_times(event, entry, now)
+        if dues is None:
+            result.expired = True
+            return result
+        if entry.category.value in self.catalog.frequency_caps:
+            cap = self.catalog.frequency_caps[entry.category]
+            result.cap_key = cap_key(event.data.to.id, entry.category, cap.per, now)
+            if int(self.caps.get(result.cap_key) or b"0") >= cap.count:
+                result.suppressed = "frequency_cap"
+                result.cap_key = None
+                return result
+
+        channel, address = allowed[0]
+        fallback = [c for c, _ in allowed[1:]]
+        window = send_window(self.catalog, entry)
+        for index, (due, reason) in enumerate(dues):
+            if quiet_hours_apply(entry, priority) and (later := next_send_time(due, event.data.to.timezone, window)):
+                due, reason = later, "quiet_hours"
+            basis = event.dedupe_key if len(dues) == 1 else f"{event.dedupe_key}|{index}"
+            dispatch = Dispatch(
+                message_id=message_id(event.tenant, basis, channel), event_id=event.id, event_type=event.type,
+                event_time=event_time, tenant=event.tenant, channel=channel, category=entry.category.value,
+                priority=priority.value, idempotency_key=idempotency_key(basis, channel, address),
+                to=event.data.to, payload=event.data.payload, expires_at=max(due, event_time) + entry.ttl,
+                fallback=fallback,
+                cancel_key=f"{event.type}|{event.data.payload[entry.cancel_key]}" if entry.cancel_key else None)
+            if due <= now:
+                result.dispatches.append(dispatch)
+            else:
+                result.scheduled.append((due, dispatch, reason))
+        return result
+
+    def _candidates(self, event: CloudEvent, entry: CatalogEntry) -> list[tuple[str, str]]:
+        """(channel, address) in the catalog's order, narrowed by the event's `channels`, that have a sender."""
+        found = []
+        for channel in (c.value for c in entry.channels):
+            if event.channels is not None and channel not in event.channels:
+                continue
             if channel not in self.channels:
                 log.debug("skipping channel %s for %s: no sender configured", channel, event.type)
                 continue
-            address = event.data.to.address_for(channel)
-            if address is None:
-                continue
-            dispatches.append(Dispatch(
-                message_id=message_id(event.tenant, event.dedupe_key, channel),
-                event_id=event.id, event_type=event.type, event_time=event_time, tenant=event.tenant,
-                channel=channel, category=entry.category.value, priority=priority.value,
-                idempotency_key=idempotency_key(event.dedupe_key, channel, address),
-                to=event.data.to, payload=event.data.payload, expires_at=expires_at,
-            ))
-            break
-        if not dispatches:
-            return RouteResult(event=event, entry=entry, rejection=Rejection(
-                "no_channel", "recipient has no address on any channel this type uses"))
-        return RouteResult(event=event, entry=entry, dispatches=dispatches)
+            if (address := event.data.to.address_for(channel)) is not None:
+                found.append((channel, address))
+        return found
+
+    def _due_times(self, event: CloudEvent, entry: CatalogEntry, now: datetime) -> list[tuple[datetime, str]] | None:
+        """When to send: now, at `sendat`, or at the catalog's schedule relative to a payload date.
+
+        Reminders whose time has passed are skipped; if all have passed but the date is still ahead, one goes
+        now. None when the date itself has passed (nothing left to remind of).
+        """
+        if entry.schedule:
+            dues = []
+            for rule in entry.schedule:
+                try:
+                    target = datetime.fromisoformat(str(event.data.payload[rule.field]).replace("Z", "+00:00"))
+                except (KeyError, ValueError):
+                    return [(now, "schedule_field_unreadable")]
+                target = target if target.tzinfo else target.replace(tzinfo=UTC)
+                if target <= now:
+                    return None
+                if (due := target - rule.before) > now:
+                    dues.append((due, "reminder"))
+            return dues or [(now, "reminder")]
+        if event.sendat and event.sendat > now:
+            return [(event.sendat, "sendat")]
+        return [(now, "now")]

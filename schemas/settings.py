@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +50,10 @@ class Settings(BaseSettings):
     sim_url: str = Field(default="http://127.0.0.1:8090",
                          description="Provider simulator; the base URL of providers without their own.")
     sim_port: int = Field(default=8090, description="Port of `herald sim`.")
+    dedupe_window: timedelta = Field(default=timedelta(days=7), description="How long an idempotency key is "
+                                     "remembered at the door (seconds or ISO 8601 duration).")
+    max_attempts: int = Field(default=5, ge=1, description="Send attempts of a message before it fails.")
+    scheduler_interval: float = Field(default=0.5, gt=0, description="Seconds between scheduler passes.")
     email_concurrency: int = Field(default=32, ge=1, description="Emails in flight per worker.")
     channel_concurrency: int = Field(default=16, ge=1, description="Sends in flight per worker, other channels.")
     web_host: str = Field(default="127.0.0.1", description="Interface of the web server.")

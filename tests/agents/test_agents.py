@@ -7,6 +7,7 @@ import pytest
 
 from consumers.app import create_app
 from consumers.publish import make_event
+from consumers.state import State
 from schemas.settings import Settings
 from schemas.status import Status
 from tests.fakes import RecordingPublisher, ScriptedSender
@@ -19,7 +20,7 @@ SAMPLE = {"order_id": "1001", "total": "59.90", "currency": "EUR", "items": []}
 
 def app_with_fakes(settings: Settings) -> tuple[object, RecordingPublisher, ScriptedSender]:
     publisher, sender = RecordingPublisher(), ScriptedSender()
-    app = create_app(settings, senders={"email": sender}, publisher=publisher)
+    app = create_app(settings, senders={"email": sender}, publisher=publisher, state=State.in_memory())
     return app, publisher, sender
 
 

@@ -70,6 +70,6 @@ async def test_kvstore__writes_survive_a_sigkilled_writer(stack) -> None:  # typ
     reader = TopicStore(settings, "state.sends")
     await reader.ready()
     try:
-        assert sorted(reader.keys()) == sorted(f"key-{i}" for i in range(300))
+        assert sorted(reader.list_keys()) == sorted(f"key-{i}" for i in range(300))
     finally:
         await reader.stop()

@@ -137,3 +137,62 @@ async def test_deliver__invalid_inline_attachment_fails_without_sending() -> Non
     assert sender.sent == []
     assert [x.status for x in publisher.statuses()] == [Status.FAILED]
     assert publisher.on("deadletter")[0].headers["herald-error"] == b"rejected"
+
+
+def stage_with_state(sender: ScriptedSender, **kwargs: object) -> tuple[DeliveryStage, RecordingPublisher, list]:
+    from consumers.kvstore import MemoryStore
+    from consumers.sends import SendLedger
+
+    publisher, metrics = RecordingPublisher(), Metrics()
+    statuses = StatusEmitter(publisher, metrics, b"secret", lambda: NOW)
+    retries: list = []
+
+    async def retry(due: datetime, d: Dispatch, reason: str) -> None:
+        retries.append((due, d, reason))
+
+    s = DeliveryStage(Renderer(), {"email": sender, "sms": ScriptedSender(name="sms", channel="sms")}, statuses,
+                      DeadLetters(publisher, metrics), metrics, clock=lambda: NOW,
+                      template_globals={"brand": "Shop", "document_url": None}, sends=SendLedger(MemoryStore(),
+                                                                                              lambda: NOW),
+                      retry=retry, publisher=publisher, **kwargs)  # type: ignore[arg-type]
+    return s, publisher, retries
+
+
+async def test_deliver__a_redelivered_dispatch_is_not_sent_twice() -> None:
+    sender = ScriptedSender()
+    s, publisher, _ = stage_with_state(sender)
+    await s.handle(record(dispatch()))
+    await s.handle(record(dispatch()))  # the same record again: crash before commit, rebalance…
+    assert len(sender.sent) == 1
+    assert [x.status for x in publisher.statuses()] == [Status.SENT, Status.DEDUPLICATED]
+
+
+async def test_deliver__stop_that_arrived_while_queued_stops_the_message() -> None:
+    sender = ScriptedSender()
+    s, publisher, _ = stage_with_state(sender, consent=lambda rid, cat, ch, addr: "opted_out")
+    await s.handle(record(dispatch()))
+    assert sender.sent == []
+    assert [(x.status, x.detail) for x in publisher.statuses()] == [(Status.SUPPRESSED, "opted_out")]
+
+
+async def test_deliver__retriable_error_goes_to_the_scheduler_with_backoff_and_retry_after() -> None:
+    sender = ScriptedSender(script=[RateLimited("slow down", retry_after=2.0)])
+    s, publisher, retries = stage_with_state(sender)
+    await s.handle(record(dispatch()))
+    [(due, again, reason)] = retries
+    assert reason == "retry" and again.attempt == 2 and due >= NOW + timedelta(seconds=2)
+    assert [(x.status, x.attempt) for x in publisher.statuses()] == [(Status.RETRYING, 1)]
+    await s.handle(record(again))
+    assert [(x.status, x.attempt) for x in publisher.statuses()][-1] == (Status.SENT, 2)
+
+
+async def test_deliver__permanent_failure_falls_back_to_the_next_channel() -> None:
+    sender = ScriptedSender(script=[InvalidRecipient("no such user", code="550")])
+    s, publisher, _ = stage_with_state(sender)
+    d = dispatch(fallback=["sms"], to=Recipient(id="u1", email="ana@example.com", phone="+34600111222",
+                                                locale="es-ES"))
+    await s.handle(record(d))
+    [nxt] = publisher.json("dispatch.sms")
+    assert nxt["channel"] == "sms" and nxt["fallback"] == []
+    assert [(x.status, x.channel) for x in publisher.statuses()] == [(Status.FAILED, "email"),
+                                                                     (Status.ACCEPTED, "sms")]
