@@ -3,6 +3,7 @@ three bad inputs. `SIM_BEHAVIOUR` makes the simulated people answer, so replies 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumers.publish import make_event
@@ -45,8 +46,11 @@ def sample_events(catalog: Catalog, sim_url: str = "http://127.0.0.1:8090") -> l
         person = SAMPLE_PEOPLE[i % len(SAMPLE_PEOPLE)]
         events.append(make_event(event_type, person, entry.sample, source="herald/demo", tenant="demo"))
     for event_type, person, channels in SHOWCASE:
-        events.append(make_event(event_type, person, catalog.types[event_type].sample, source="herald/demo",
-                                 tenant="demo", channels=channels))
+        payload = dict(catalog.types[event_type].sample)
+        if event_type == "appointment.reminder":  # in three hours: past both reminder times, so it goes now
+            payload["appointment_at"] = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+        events.append(make_event(event_type, person, payload, source="herald/demo", tenant="demo",
+                                 channels=channels))
     events.append(make_event("order.confirmed", business_customer(sim_url), catalog.types["order.confirmed"].sample,
                              source="herald/demo", tenant="acme", channels=["webhook"]))
     return events

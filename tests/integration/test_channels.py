@@ -7,6 +7,7 @@ and keypad digits -> herald.replies; a bad signature -> 403 and no status; perma
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -48,6 +49,11 @@ async def sim_stack(broker: EmbeddedBroker, tmp_path: Path, request: pytest.Fixt
         stack.stop_workers()
         controller.stop()
         await sim.stop()
+
+
+def soon() -> str:
+    """An appointment in three hours: both reminder times have passed, so the reminder goes now."""
+    return (datetime.now(UTC) + timedelta(hours=3)).isoformat()
 
 
 def event(event_type: str, to: dict, channels: list[str], **payload: object) -> dict:
@@ -93,7 +99,7 @@ async def test_channels__twilio_meta_fcm_and_webhooks_round_trip(sim_stack: tupl
     cases = {
         "sms": event("otp.requested", ANA, ["sms"]),
         "voice": event("otp.requested", JONAS, ["voice"]),
-        "whatsapp": event("appointment.reminder", ANA, ["whatsapp"]),
+        "whatsapp": event("appointment.reminder", ANA, ["whatsapp"], appointment_at=soon()),
         "push": event("alert.weather", EMMA, ["push"]),
         "webhook": event("order.confirmed", business, ["webhook"]),
         "push_unregistered": event("alert.weather", unregistered, ["push"]),

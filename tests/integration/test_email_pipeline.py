@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -35,7 +36,10 @@ def valid_events(catalog: Catalog, n: int) -> tuple[list[dict[str, Any]], dict[s
             break
         email = f"person{i}@example.org"
         to = {"id": f"user-{i}", "email": email, "name": f"Person {i}", **person}
-        events.append(make_event(event_type, to, catalog.types[event_type].sample, source="it/test"))
+        payload = dict(catalog.types[event_type].sample)
+        if event_type == "appointment.reminder":  # due within 24 h, so the reminder goes now
+            payload["appointment_at"] = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+        events.append(make_event(event_type, to, payload, source="it/test"))
         expected[email] = lang
         kinds[email] = event_type
     return events, expected, kinds
