@@ -269,7 +269,9 @@ class SendgridEmailProvider:
             message_id=_str_or_none(event.get("herald_message_id")),
             # sg_message_id is the send's X-Message-Id followed by ".filter…" routing details.
             provider_message_id=str(sg_id).split(".filter", 1)[0] if sg_id else None,
-            status=status, vendor_status=vendor[:40], detail=_detail(event), at=_timestamp(event.get("timestamp")))
+            status=status, vendor_status=vendor[:40], detail=_detail(event), at=_timestamp(event.get("timestamp")),
+            address=_str_or_none(event.get("email")),
+            recipient_id=_str_or_none(event.get("herald_recipient_id")))
 
 
 def _error_text(response: httpx.Response) -> str:

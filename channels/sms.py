@@ -119,7 +119,8 @@ class TwilioSmsProvider:
                 return WebhookResult()
             return WebhookResult(statuses=[StatusUpdate(
                 message_id=request.query.get("message_id"), provider_message_id=form.get("MessageSid"),
-                status=self.STATUS_MAP.get(vendor), vendor_status=vendor, detail=form.get("ErrorCode") or None)])
+                status=self.STATUS_MAP.get(vendor), vendor_status=vendor, detail=form.get("ErrorCode") or None,
+                address=form.get("To") or None)])
         if "Body" in form:
             return WebhookResult(inbound=[InboundMessage(
                 channel="sms", sender=form.get("From", ""), text=form["Body"],
@@ -281,7 +282,8 @@ class VonageSmsProvider:
             return WebhookResult(statuses=[StatusUpdate(
                 message_id=params.get("client-ref") or request.query.get("message_id"),
                 provider_message_id=params.get("messageId"), status=self.STATUS_MAP.get(vendor),
-                vendor_status=vendor, detail=err if err.strip("0") else None, at=at)])
+                vendor_status=vendor, detail=err if err.strip("0") else None, at=at,
+                address=f"+{params['msisdn']}" if params.get("msisdn", "").isdigit() else None)])
         if "text" in params:
             sender = params.get("msisdn", "")
             return WebhookResult(inbound=[InboundMessage(

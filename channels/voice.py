@@ -277,7 +277,8 @@ class TwilioVoiceProvider:
             return WebhookResult(statuses=[StatusUpdate(
                 message_id=request.query.get("message_id"), provider_message_id=form.get("CallSid"),
                 status=self.STATUS_MAP.get(vendor), vendor_status=vendor,
-                detail=vendor if vendor in self.FAILED_DETAIL else None)])
+                detail=vendor if vendor in self.FAILED_DETAIL else None, address=form.get("To") or None,
+                recipient_id=request.query.get("rid"))])
         return WebhookResult()
 
     def _gather(self, request: WebhookRequest, form: Mapping[str, str]) -> WebhookResult:

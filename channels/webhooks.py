@@ -44,6 +44,8 @@ class StatusUpdate:
     vendor_status: str
     detail: str | None = None
     at: datetime | None = None
+    address: str | None = None  # the recipient's address as the vendor names it (E.164 with '+', email)
+    recipient_id: str | None = None  # when the vendor echoes Herald's recipient id
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,7 +169,9 @@ class MetaWhatsappProvider:
         detail = _code(errors[0].get("code")) if vendor == "failed" and errors else None
         return StatusUpdate(message_id=item.get("biz_opaque_callback_data") or None,
                             provider_message_id=item.get("id"), status=self.STATUS_MAP.get(vendor),
-                            vendor_status=vendor, detail=detail, at=_timestamp(item.get("timestamp")))
+                            vendor_status=vendor, detail=detail, at=_timestamp(item.get("timestamp")),
+                            address=f"+{item['recipient_id']}" if str(item.get("recipient_id", "")).isdigit()
+                            else None)
 
 
 def _template(raw: str, locale: str, provider: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from channels.base import Sender, WebhookReceiver
 from channels.chain import ProviderChain
 from channels.registry import parse_provider_spec, provider_class
 from channels.render import BUNDLED_TEMPLATES, Renderer
+from consumers import hooks
 from consumers.agents import guarded_agent
 from consumers.deadletter import DeadLetters
 from consumers.delivery import DeliveryStage
@@ -25,7 +26,9 @@ from consumers.documents import Documents
 from consumers.hearback import HearBack
 from consumers.ingest import IngestStage
 from consumers.metrics import Metrics
+from consumers.preferences import PreferenceLedger
 from consumers.records import Publisher, Record
+from consumers.replies import Conversations
 from consumers.router import Router, utcnow
 from consumers.scheduler import Scheduler
 from consumers.sends import SendLedger
@@ -34,7 +37,6 @@ from consumers.status import StatusEmitter
 from consumers.topics import LANES, topic_specs
 from consumers.web import register_document_view, register_views
 from schemas.catalog import Catalog
-from schemas.dispatch import Dispatch
 from schemas.settings import Settings
 
 BUNDLED_CATALOG = BUNDLED_TEMPLATES / "catalog.yaml"
@@ -158,13 +160,21 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     sends = SendLedger(state.sends, utcnow)
     scheduler = Scheduler(state.schedules, publisher, statuses, clock=utcnow, owns=owner_check(app, settings))
 
-    router = Router(catalog, senders.keys(), clock=utcnow, dedupe=state.dedupe, caps=state.caps,
+    ledger = PreferenceLedger(state.preferences, clock=utcnow)
+    conversations = Conversations(state.contacts, secret)
+    consent = hooks.consent_check(ledger, secret)
+    router = Router(catalog, senders.keys(), clock=utcnow, dedupe=state.dedupe, caps=state.caps, consent=consent,
                     dedupe_window=settings.dedupe_window)
     ingest = IngestStage(router, publisher, statuses, dead_letters, metrics, scheduler)
     delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=utcnow, catalog=catalog,
                              template_globals=template_globals, documents=documents, sends=sends,
-                             retry=scheduler.add, publisher=publisher, max_attempts=settings.max_attempts)
-    scheduler.on_receipt_check = receipt_check(sends, delivery)
+                             retry=scheduler.add, publisher=publisher, max_attempts=settings.max_attempts,
+                             consent=consent, session_open=hooks.session_open(ledger, utcnow),
+                             after_send=hooks.remember_after_send(state.contacts, conversations, catalog, secret,
+                                                                  utcnow),
+                             headers=hooks.unsubscribe_headers(secret, settings.public_url),
+                             on_failure=hooks.suppress_dead_addresses(ledger, secret))
+    scheduler.on_receipt_check = hooks.receipt_check(sends, delivery)
 
     async def ready_then(handler: Callable[[Record], Awaitable[None]], record: Record) -> None:
         await state.ready()
@@ -186,8 +196,11 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
         await state.ready()
         await scheduler.run(settings.scheduler_interval)
 
-    hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, utcnow)
-    register_views(app, metrics, hearback, settings.public_url)
+    hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, utcnow, ledger=ledger,
+                        contacts=hooks.contacts_lookup(state.contacts, secret), secret=secret,
+                        on_receipt=hooks.receipt_outcomes(sends, delivery),
+                        on_reply=hooks.answer_replies(conversations, catalog, publisher, statuses, utcnow))
+    register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=secret)
     register_document_view(app, documents)
 
     @app.on_before_shutdown.connect
@@ -199,16 +212,3 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     app.herald = Runtime(settings=settings, catalog=catalog, renderer=renderer, senders=senders,  # type: ignore[attr-defined]
                          metrics=metrics, topics=topics, state=state, scheduler=scheduler, sends=sends)
     return app
-
-
-def receipt_check(sends: SendLedger, delivery: DeliveryStage) -> Callable[[Dispatch], Awaitable[None]]:
-    """When a message's receipt wait is over: no `delivered`/`read` yet means the next channel gets it."""
-
-    async def check(d: Dispatch) -> None:
-        record = sends.get(d.message_id)
-        if record is None or record.state in ("delivered",) or record.fell_back:
-            return
-        await sends.outcome(d.message_id, record.state, fell_back=True)
-        await delivery.fall_back(d, f"{d.channel} no receipt")
-
-    return check

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -15,10 +16,15 @@ from rich.console import Console
 
 from schemas.settings import Settings
 
+if TYPE_CHECKING:
+    from consumers.preferences import PreferenceLedger
+
 app = typer.Typer(help="Herald: Kafka-native transactional messaging.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 templates_app = typer.Typer(help="Check and preview templates.", no_args_is_help=True)
 app.add_typer(templates_app, name="templates")
+prefs_app = typer.Typer(help="Read or change a recipient's preferences and consent.", no_args_is_help=True)
+app.add_typer(prefs_app, name="prefs")
 console = Console()
 err = Console(stderr=True)
 
@@ -203,6 +209,117 @@ def schema(write: Annotated[bool, typer.Option(help="Write schemas/jsonschema/*.
             console.print(f"wrote {path}")
         return
     sys.stdout.write(orjson.dumps(export_schemas(), option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@contextlib.asynccontextmanager
+async def _open_ledger(settings: Settings) -> AsyncIterator[PreferenceLedger]:
+    """The preference ledger over `herald.preferences`, caught up; its store is flushed and stopped on exit."""
+    from consumers.kvstore import TopicStore
+    from consumers.preferences import PreferenceLedger
+    from consumers.topics import ensure_topics
+
+    await ensure_topics(settings)
+    store = TopicStore(settings, "preferences")
+    try:
+        ledger = PreferenceLedger(store)
+        await ledger.ready()
+        yield ledger
+        await store.flush()
+    finally:
+        await store.stop()
+
+
+def _channel(value: str, option: str) -> str:
+    from schemas.catalog import Channel
+
+    try:
+        return Channel(value.strip().lower()).value
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a channel ({', '.join(c.value for c in Channel)})",
+                                 param_hint=option) from None
+
+
+def _promotional(value: str) -> tuple[str, bool]:
+    channel, sep, answer = value.partition("=")
+    allowed = {"yes": True, "y": True, "true": True, "no": False, "n": False, "false": False}.get(answer.lower())
+    if not sep or allowed is None:
+        raise typer.BadParameter(f"{value!r}: expected CHANNEL=yes or CHANNEL=no", param_hint="--promotional")
+    return _channel(channel, "--promotional"), allowed
+
+
+def _locale(value: str) -> str:
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        Locale.parse(value, sep="-")
+    except (ValueError, UnknownLocaleError):
+        raise typer.BadParameter(f"{value!r} is not a known locale (BCP 47, e.g. es-ES)",
+                                 param_hint="--locale") from None
+    return value
+
+
+def _timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise typer.BadParameter(f"{value!r} is not an IANA time zone", param_hint="--timezone") from None
+    return value
+
+
+@prefs_app.command("get")
+def prefs_get(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e.g. user-42.")]) -> None:
+    """Print a recipient's preferences as JSON."""
+    settings = _settings()
+
+    async def go() -> str | None:
+        async with _open_ledger(settings) as ledger:
+            prefs = ledger.get(recipient_id)
+            return None if prefs is None else prefs.model_dump_json(indent=2)
+
+    document = asyncio.run(go())
+    if document is None:
+        console.print("no preferences")
+    else:
+        sys.stdout.write(document + "\n")
+
+
+@prefs_app.command("set")
+def prefs_set(
+    recipient_id: Annotated[str, typer.Argument(help="The recipient id, e.g. user-42.")],
+    opt_out: Annotated[list[str] | None, typer.Option("--opt-out", help="Stop every message on a channel.")] = None,
+    opt_in: Annotated[list[str] | None, typer.Option("--opt-in", help="Undo an opt-out (STOP) of a channel.")]
+    = None,
+    promotional: Annotated[list[str] | None, typer.Option(help="Promotional consent: CHANNEL=yes|no.")] = None,
+    preferred_channel: Annotated[str | None, typer.Option(help="Channel tried first when the type allows.")]
+    = None,
+    locale: Annotated[str | None, typer.Option(help="Overrides the events' locale, e.g. es-ES.")] = None,
+    timezone: Annotated[str | None, typer.Option(help="Overrides the events' time zone, e.g. Europe/Madrid.")]
+    = None,
+) -> None:
+    """Change a recipient's preferences and consent, then print the document."""
+    from consumers.preferences import edit
+
+    outs = [_channel(c, "--opt-out") for c in opt_out or []]
+    ins = [_channel(c, "--opt-in") for c in opt_in or []]
+    if set(outs) & set(ins):
+        raise typer.BadParameter("a channel cannot be opted out and in at once", param_hint="--opt-in")
+    promo = dict(_promotional(p) for p in promotional or [])
+    preferred = _channel(preferred_channel, "--preferred-channel") if preferred_channel else None
+    locale = _locale(locale) if locale else None
+    timezone = _timezone(timezone) if timezone else None
+    settings = _settings()
+
+    async def go() -> str:
+        async with _open_ledger(settings) as ledger:
+            prefs = await ledger.update(
+                recipient_id, lambda p: edit(p, opt_out=outs, opt_in=ins, promotional=promo,
+                                             preferred_channel=preferred, locale=locale, timezone=timezone),
+                source="cli")
+            return prefs.model_dump_json(indent=2)
+
+    sys.stdout.write(asyncio.run(go()) + "\n")
 
 
 def main() -> None:

@@ -52,7 +52,11 @@ class DeliveryStage:
                  publisher: Publisher | None = None, consent: ConsentCheck | None = None,
                  session_open: Callable[[str], bool] | None = None,
                  after_send: Callable[[Dispatch, str], Awaitable[None]] | None = None,
+                 headers: Callable[[Dispatch], Mapping[str, str]] | None = None,
+                 on_failure: Callable[[Dispatch, DeliveryError], Awaitable[None]] | None = None,
                  rng: random.Random | None = None) -> None:
+        self.headers = headers
+        self.on_failure = on_failure
         self.catalog = catalog
         self.documents = documents
         self.sends = sends
@@ -130,7 +134,7 @@ class DeliveryStage:
             message_id=d.message_id, channel=d.channel, address=address, rendered=rendered,
             idempotency_key=d.idempotency_key, display_name=d.to.name, locale=d.to.locale,
             event_type=d.event_type, metadata={"message_id": d.message_id, "recipient_id": d.to.id},
-            attachments=attachments,
+            attachments=attachments, headers=self.headers(d) if self.headers else {},
             options={"priority": d.priority, **({"keypad": dict(entry.keypad)} if entry and entry.keypad else {}),
                      **({"whatsapp_session_open": True} if d.channel == "whatsapp" and self.session_open
                         and self.session_open(d.to.id) else {})})
@@ -180,6 +184,8 @@ class DeliveryStage:
                                              stage="delivery")
                 if self.sends:
                     await self.sends.outcome(d.message_id, "failed", fell_back=True)
+                if self.on_failure is not None:
+                    await self.on_failure(d, exc)
                 await self.fall_back(d, f"{d.channel} {exc.reason}")
                 return
             elapsed = time.perf_counter() - started

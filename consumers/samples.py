@@ -42,7 +42,8 @@ def business_customer(sim_url: str) -> dict[str, Any]:
 def sample_events(catalog: Catalog, sim_url: str = "http://127.0.0.1:8090") -> list[dict[str, Any]]:
     """One event per catalog type round-robin over people, the channel showcase, and one business webhook."""
     events = []
-    for i, (event_type, entry) in enumerate(catalog.types.items()):
+    shown = [(t, e) for t, e in catalog.types.items() if e.channels and not t.startswith("reply.")]
+    for i, (event_type, entry) in enumerate(shown):
         person = SAMPLE_PEOPLE[i % len(SAMPLE_PEOPLE)]
         events.append(make_event(event_type, person, entry.sample, source="herald/demo", tenant="demo"))
     for event_type, person, channels in SHOWCASE:

@@ -1,4 +1,4 @@
-"""Faust web views: metrics, liveness, readiness and provider webhooks."""
+"""Faust web views: metrics, liveness, readiness, provider webhooks and one-click unsubscribe."""
 
 from __future__ import annotations
 
@@ -10,11 +10,17 @@ from channels.webhooks import WebhookRequest, lower_keys
 from consumers.documents import Documents
 from consumers.hearback import HearBack
 from consumers.metrics import Metrics
+from consumers.preferences import PreferenceLedger
+from consumers.unsubscribe import Unsubscribes
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
+MAX_UNSUBSCRIBE_BYTES = 16 * 1024  # the one-click body is `List-Unsubscribe=One-Click`; anything bigger is noise
 
 
-def register_views(app: faust.App, metrics: Metrics, hearback: HearBack, public_url: str) -> None:
+def register_views(app: faust.App, metrics: Metrics, hearback: HearBack, public_url: str, *,
+                   ledger: PreferenceLedger | None = None, secret: bytes | None = None) -> None:
+    """Metrics, health, readiness and webhooks; with a `ledger` and the link `secret`, also
+    `/unsubscribe/{recipient_id}` (RFC 8058 one-click unsubscribe)."""
     @app.page("/metrics")
     async def metrics_view(web: View, request: Request) -> Response:
         return web.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -49,6 +55,30 @@ def register_views(app: faust.App, metrics: Metrics, hearback: HearBack, public_
             return await webhook(self, request, channel, vendor)
 
     app.page("/webhooks/{channel}/{vendor}")(WebhookView)
+
+    if ledger is not None and secret is not None:
+        register_unsubscribe_view(app, Unsubscribes(ledger, secret, metrics))
+
+
+def register_unsubscribe_view(app: faust.App, unsubscribes: Unsubscribes) -> None:
+    """`GET|POST /unsubscribe/{recipient_id}?c=…&s=…`: any worker can answer (the ledger is replicated)."""
+
+    async def unsubscribe(view: View, request: Request, recipient_id: str) -> Response:
+        if request.method == "POST":  # type: ignore[attr-defined]
+            await request.content.read(MAX_UNSUBSCRIBE_BYTES)  # type: ignore[attr-defined]  # content ignored
+        answer = await unsubscribes.handle(recipient_id, dict(request.query), request.method)  # type: ignore[attr-defined]
+        return view.bytes(answer.body, status=answer.status,
+                          headers={"Content-Type": answer.content_type, "Cache-Control": "no-store",
+                                   "X-Robots-Tag": "noindex"})
+
+    class UnsubscribeView(View):
+        async def get(self, request: Request, recipient_id: str) -> Response:
+            return await unsubscribe(self, request, recipient_id)
+
+        async def post(self, request: Request, recipient_id: str) -> Response:
+            return await unsubscribe(self, request, recipient_id)
+
+    app.page("/unsubscribe/{recipient_id}")(UnsubscribeView)
 
 
 def register_document_view(app: faust.App, documents: Documents) -> None:

@@ -122,6 +122,10 @@ class CatalogEntry(BaseModel):
     keypad: dict[str, KeypadAction] = Field(
         default_factory=dict, description="Voice keypad menu: digit -> repeat, confirm, cancel or agent.",
         examples=[{"1": "repeat", "0": "agent"}])
+    answers: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict, description="Text replies understood as answers: meaning (confirm or cancel) -> "
+        "language -> accepted words, matched whole-message, ignoring case, accents and punctuation.",
+        examples=[{"confirm": {"en": ["Y", "YES"], "es": ["S", "SI", "SÍ"]}, "cancel": {"en": ["N", "NO"]}}])
     required: list[str] = Field(default_factory=list,
                                 description="Payload fields the templates need; missing ones are rejected.")
     sample: dict[str, Any] = Field(default_factory=dict,
@@ -149,6 +153,37 @@ class CatalogEntry(BaseModel):
     def _digits(cls, value: dict[str, KeypadAction]) -> dict[str, KeypadAction]:
         if bad := [k for k in value if k not in "0123456789*#" or len(k) != 1]:
             raise ValueError(f"keypad keys must be single keys 0-9, * or #: {bad}")
+        return value
+
+    @field_validator("answers", mode="before")
+    @classmethod
+    def _unquoted_words(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare YES, NO, ON or OFF as a boolean; say so rather than "not a valid string".
+        if isinstance(value, dict):
+            for meaning, languages in value.items():
+                for language, words in (languages.items() if isinstance(languages, dict) else ()):
+                    if isinstance(words, list) and any(isinstance(w, bool) for w in words):
+                        raise ValueError(f"answers.{meaning}.{language}: quote the words (YAML reads YES and NO as "
+                                         "true and false)")
+        return value
+
+    @field_validator("answers")
+    @classmethod
+    def _answers(cls, value: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+        if bad := [m for m in value if m not in (KeypadAction.CONFIRM, KeypadAction.CANCEL)]:
+            raise ValueError(f"answers may only mean confirm or cancel, not {bad}")
+        meanings: dict[tuple[str, str], str] = {}
+        for meaning, languages in value.items():
+            if not languages:
+                raise ValueError(f"answers.{meaning}: list the accepted words per language")
+            for language, words in languages.items():
+                if not re.fullmatch(r"[a-z]{2,3}", language):
+                    raise ValueError(f"answers.{meaning}: {language!r} is not a lower-case language code like es")
+                if not words or not all(any(c.isalnum() for c in w) for w in words):
+                    raise ValueError(f"answers.{meaning}.{language}: words must be a non-empty list of words")
+                for word in words:  # a word cannot mean both things in one language
+                    if meanings.setdefault((language, word.casefold()), meaning) != meaning:
+                        raise ValueError(f"answers: {word!r} means both confirm and cancel in {language}")
         return value
 
     @model_validator(mode="after")

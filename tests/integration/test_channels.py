@@ -16,6 +16,7 @@ import pytest
 
 from channels.simulator.app import SimServer
 from consumers.broker import EmbeddedBroker, free_port
+from consumers.hearback import REPLY_TYPE
 from consumers.mailsink import start_mail_sink
 from consumers.publish import make_event
 from consumers.samples import ANA, EMMA, JONAS
@@ -137,11 +138,18 @@ async def test_channels__twilio_meta_fcm_and_webhooks_round_trip(sim_stack: tupl
     assert len(customer) == 1
 
     # Replies: the keypad digit (correlated to its call) and the texts.
-    replies = [orjson.loads(r.value) for r in await stack.read("replies")]
+    events = [orjson.loads(r.value) for r in await stack.read("replies")]
+    replies = [e for e in events if e["type"] == REPLY_TYPE]
     digits = [r["data"] for r in replies if r["data"]["digits"]]
     assert digits and digits[0]["digits"] == "1" and digits[0]["message_id"] == ids["voice"]
     assert digits[0]["recipient_id"] == JONAS["id"]
     assert any(r["data"]["text"] == "SI" and r["data"]["channel"] in ("sms", "whatsapp") for r in replies)
+    # Two-way: Ana's "SI" to the WhatsApp reminder means "confirmed" for upstream, and she is thanked.
+    confirmed = [e for e in events if e["type"] == "appointment.reminder.confirmed"]
+    assert confirmed and confirmed[0]["data"]["message_id"] == ids["whatsapp"]
+    await stack.wait_statuses(lambda ss: any((s.event_type == "reply.acknowledged" and s.status is Status.READ)
+                                             or (s.event_type == "reply.acknowledged" and s.status is Status.SENT)
+                                             for s in ss), timeout=30)
 
     # The invoice SMS carries a signed link; Herald's web server serves the PDF behind it, and nothing else.
     [invoice_sms] = [r for r in await sim_requests(sim, vendor="twilio", kind="messages")

@@ -43,7 +43,8 @@ def test_catalog__bundled_catalog_loads_every_type_of_the_domain() -> None:
     catalog = Catalog.load(BUNDLED_CATALOG)
 
     assert catalog.version == 1
-    assert len(catalog.types) == 15  # the 14 of issue 3 and appointment.cancelled
+    # the 14 of issue 3, appointment.cancelled, and Herald's own reply.acknowledged and reply.help
+    assert len(catalog.types) == 17
 
 
 def test_catalog__bundled_otp_is_critical_with_ten_minute_ttl() -> None:

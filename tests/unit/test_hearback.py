@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import orjson
@@ -10,10 +11,14 @@ import pytest
 
 from channels.signatures import twilio_signature
 from channels.sms import TwilioSettings, TwilioSmsProvider
-from channels.webhooks import WebhookRequest
+from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResult
 from consumers.hearback import REPLY_TYPE, HearBack
+from consumers.identity import recipient_hash
+from consumers.kvstore import MemoryStore
 from consumers.metrics import Metrics
+from consumers.preferences import PreferenceLedger, consent
 from consumers.status import StatusEmitter
+from schemas.catalog import Channel
 from schemas.settings import Settings
 from schemas.status import Status
 from tests.fakes import RecordingPublisher
@@ -105,3 +110,197 @@ def test_providers__production_refuses_to_fall_back_to_the_simulator() -> None:
     settings = Settings(env="production", secret="s" * 32, providers="sms=twilio")
     with pytest.raises(ValueError, match="HERALD_TWILIO_BASE_URL"):
         TwilioSmsProvider.from_settings(settings)
+
+
+# --- preferences: STOP/START/HELP, last inbound, suppression --------------------------------------------------------
+
+SECRET = b"secret"  # the StatusEmitter's in `hearback()`: suppressed hashes must join `DeliveryStatus.recipient`
+CONTACTS = {"+34600111222": "user-42", "ana@example.com": "user-42"}
+
+
+@dataclass
+class Replies:
+    calls: list[tuple[InboundMessage, str]] = field(default_factory=list)
+    fail: bool = False
+
+    async def __call__(self, inbound: InboundMessage, kind: str) -> None:
+        self.calls.append((inbound, kind))
+        if self.fail:
+            raise RuntimeError("the acknowledgement could not be sent")
+
+
+@dataclass
+class FakeReceiver:
+    """A provider that trusts every request and says what the test scripted."""
+
+    result: WebhookResult
+    name: str = "fake"
+    channel: str = "email"
+
+    def verify_webhook(self, request: WebhookRequest) -> bool:
+        return True
+
+    def parse_webhook(self, request: WebhookRequest) -> WebhookResult:
+        return self.result
+
+
+@dataclass(frozen=True)
+class AddressedUpdate:
+    """`StatusUpdate` with the `address` (and `recipient_id`) providers will fill."""
+
+    message_id: str | None
+    status: Status | None
+    address: str | None = None
+    recipient_id: str | None = None
+    provider_message_id: str | None = None
+    vendor_status: str = "bounce"
+    detail: str | None = None
+    at: datetime | None = None
+
+
+def ledger_hearback(receivers: dict | None = None, *, contacts: dict[str, str] | None = None,
+                    ledger: bool = True, replies: Replies | None = None,
+                    ) -> tuple[HearBack, RecordingPublisher, Metrics, PreferenceLedger]:
+    publisher, metrics = RecordingPublisher(), Metrics()
+    provider = TwilioSmsProvider(TwilioSettings(), Settings(public_url=PUBLIC, secret="x" * 16))
+    statuses = StatusEmitter(publisher, metrics, SECRET, lambda: NOW)
+    prefs = PreferenceLedger(MemoryStore(), clock=lambda: NOW)
+    book = CONTACTS if contacts is None else contacts
+    hb = HearBack(receivers or {("sms", "twilio"): provider}, statuses, publisher, metrics, lambda: NOW,
+                  ledger=prefs if ledger else None, contacts=book.get, send_reply=replies)
+    return hb, publisher, metrics, prefs
+
+
+def inbound_sms(text: str, sender: str = "+34600111222") -> WebhookRequest:
+    return twilio_post({"MessageSid": "SM9", "From": sender, "To": "+15005550006", "Body": text}, query="")
+
+
+async def test_hearback__stop_opts_the_channel_out_publishes_the_reply_and_acknowledges() -> None:
+    replies = Replies()
+    hb, publisher, metrics, prefs = ledger_hearback(replies=replies)
+    answer = await hb.handle("sms", "twilio", inbound_sms("Stop."))
+    assert answer.status == 200
+    doc = prefs.get("user-42")
+    assert doc is not None and doc.opted_out == [Channel.SMS] and doc.source == "reply"
+    assert doc.last_inbound == {Channel.SMS: NOW}
+    [reply] = publisher.json("replies")
+    assert reply["data"]["keyword"] == "stop" and reply["data"]["recipient_id"] == "user-42"
+    assert publisher.on("replies")[0].key == b"user-42"
+    [(message, kind)] = replies.calls
+    assert kind == "stop" and message.recipient_id == "user-42" and message.channel == "sms"
+    assert metrics.keywords.labels("sms", "stop", "ok")._value.get() == 1
+
+
+async def test_hearback__start_after_stop_opts_the_channel_back_in() -> None:
+    replies = Replies()
+    hb, publisher, _, prefs = ledger_hearback(replies=replies)
+    await hb.handle("sms", "twilio", inbound_sms("STOP"))
+    await hb.handle("sms", "twilio", inbound_sms("start"))
+    assert prefs.get("user-42").opted_out == []  # type: ignore[union-attr]
+    assert [kind for _, kind in replies.calls] == ["stop", "start"]
+    assert [r["data"]["keyword"] for r in publisher.json("replies")] == ["stop", "start"]
+
+
+async def test_hearback__help_only_replies_and_acknowledges() -> None:
+    replies = Replies()
+    hb, publisher, _, prefs = ledger_hearback(replies=replies)
+    await hb.handle("sms", "twilio", inbound_sms("AYUDA"))
+    doc = prefs.get("user-42")
+    assert doc is not None and doc.opted_out == [] and doc.last_inbound == {Channel.SMS: NOW}
+    assert [kind for _, kind in replies.calls] == ["help"]
+    assert publisher.json("replies")[0]["data"]["keyword"] == "help"
+
+
+@pytest.mark.parametrize("text", ["SI", "stop the delivery please", "1"], ids=["answer", "sentence", "digit"])
+async def test_hearback__ordinary_text_records_the_inbound_time_only(text: str) -> None:
+    replies = Replies()
+    hb, publisher, _, prefs = ledger_hearback(replies=replies)
+    await hb.handle("sms", "twilio", inbound_sms(text))
+    doc = prefs.get("user-42")
+    assert doc is not None and doc.opted_out == [] and doc.last_inbound == {Channel.SMS: NOW}
+    assert replies.calls == [] and publisher.json("replies")[0]["data"]["keyword"] is None
+
+
+async def test_hearback__stop_from_an_unknown_number_is_published_acknowledged_and_counted() -> None:
+    replies = Replies()
+    hb, publisher, metrics, prefs = ledger_hearback(replies=replies)
+    await hb.handle("sms", "twilio", inbound_sms("STOP", sender="+34699999999"))
+    assert prefs.store.data == {}  # type: ignore[attr-defined]
+    assert publisher.on("replies")[0].key == b"+34699999999"
+    assert [kind for _, kind in replies.calls] == ["stop"]
+    assert metrics.keywords.labels("sms", "stop", "unknown_recipient")._value.get() == 1
+
+
+async def test_hearback__stop_without_a_ledger_still_publishes_and_is_counted() -> None:
+    hb, publisher, metrics, _ = ledger_hearback(ledger=False)
+    await hb.handle("sms", "twilio", inbound_sms("STOP"))
+    assert publisher.json("replies")[0]["data"]["keyword"] == "stop"
+    assert metrics.keywords.labels("sms", "stop", "no_ledger")._value.get() == 1
+
+
+async def test_hearback__a_failing_acknowledgement_does_not_undo_the_stop() -> None:
+    hb, publisher, _, prefs = ledger_hearback(replies=Replies(fail=True))
+    answer = await hb.handle("sms", "twilio", inbound_sms("STOP"))
+    assert answer.status == 200
+    assert prefs.get("user-42").opted_out == [Channel.SMS]  # type: ignore[union-attr]
+    assert len(publisher.json("replies")) == 1
+
+
+async def test_hearback__whatsapp_stop_uses_the_vendors_recipient_id_and_opts_whatsapp_out() -> None:
+    message = InboundMessage(channel="whatsapp", sender="+491701234567", text="STOPP", recipient_id="user-7",
+                             received_at=NOW - timedelta(minutes=2))
+    receiver = FakeReceiver(WebhookResult(inbound=[message]), name="meta", channel="whatsapp")
+    hb, _, _, prefs = ledger_hearback({("whatsapp", "meta"): receiver}, contacts={})
+    await hb.handle("whatsapp", "meta", twilio_post({}))
+    doc = prefs.get("user-7")
+    assert doc is not None and doc.opted_out == [Channel.WHATSAPP]
+    assert doc.last_inbound == {Channel.WHATSAPP: NOW - timedelta(minutes=2)}
+
+
+SUPPRESSION_CASES = [
+    (AddressedUpdate("msg-1", Status.BOUNCED, address="ana@example.com"), {"bounced"}, None),
+    (AddressedUpdate("msg-1", Status.COMPLAINED, address="ana@example.com"), {"complained"}, None),
+    (AddressedUpdate(None, Status.BOUNCED, address="ana@example.com"), {"bounced"}, None),
+    (AddressedUpdate("msg-1", Status.BOUNCED, address="Bob@Example.com", recipient_id="user-42"), {"bounced"},
+     None),
+    (AddressedUpdate("msg-1", Status.UNSUBSCRIBED, address="ana@example.com"), set(), []),
+    (AddressedUpdate("msg-1", Status.DELIVERED, address="ana@example.com"), None, None),
+    (AddressedUpdate("msg-1", Status.BOUNCED, address="nobody@example.com"), None, None),
+    (AddressedUpdate("msg-1", Status.BOUNCED), None, None),
+    (StatusUpdate("msg-1", "SG1", Status.BOUNCED, "bounce"), None, None),
+]
+
+
+@pytest.mark.parametrize(("update", "reasons", "promotional"), SUPPRESSION_CASES, ids=[
+    "bounce_suppresses", "complaint_suppresses", "uncorrelated_bounce_suppresses", "vendor_recipient_id",
+    "unsubscribe_withdraws_promotional_consent", "delivered_changes_nothing", "unknown_address_changes_nothing",
+    "no_address_changes_nothing", "status_update_without_address_field"])
+async def test_hearback__dead_addresses_are_suppressed_and_unsubscribes_withdraw_consent(
+        update: object, reasons: set[str] | None, promotional: list[Channel] | None) -> None:
+    receiver = FakeReceiver(WebhookResult(statuses=[update]), name="sendgrid")  # type: ignore[list-item]
+    hb, publisher, _, prefs = ledger_hearback({("email", "sendgrid"): receiver})
+    await prefs.set_promotional("user-42", "email", True, source="cli")
+    answer = await hb.handle("email", "sendgrid", twilio_post({}))
+    assert answer.status == 200
+    doc = prefs.get("user-42")
+    assert doc is not None
+    if reasons is None:
+        assert doc.suppressed == {} and doc.promotional_opt_in == [Channel.EMAIL] and doc.source == "cli"
+        return
+    address = getattr(update, "address", "")
+    assert doc.suppressed == ({recipient_hash(SECRET, address): reasons.pop()} if reasons else {})
+    assert doc.promotional_opt_in == (promotional if promotional is not None else [Channel.EMAIL])
+    assert doc.source == "receipt"
+    if update.message_id:  # type: ignore[attr-defined]
+        assert publisher.statuses()[0].status == update.status  # type: ignore[attr-defined]
+
+
+async def test_hearback__suppressed_hash_joins_the_status_records_recipient() -> None:
+    receiver = FakeReceiver(WebhookResult(statuses=[AddressedUpdate("msg-1", Status.BOUNCED,
+                                                                    address="ana@example.com")]))
+    hb, _, _, prefs = ledger_hearback({("email", "sendgrid"): receiver})
+    await hb.handle("email", "sendgrid", twilio_post({}))
+    [address_hash] = prefs.get("user-42").suppressed  # type: ignore[union-attr]
+    assert address_hash == recipient_hash(hb.statuses.secret, "ana@example.com")
+    assert consent(prefs.get("user-42"), category="transactional", channel="email",
+                   address_hash=address_hash) == "suppressed_address"
