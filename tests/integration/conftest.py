@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from channels.simulator.app import SimServer
 from consumers.broker import EmbeddedBroker, free_port
 from consumers.mailsink import start_mail_sink
 from tests.conftest import unique_settings
@@ -31,3 +32,24 @@ async def stack(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[Stack]:
     finally:
         s.stop_workers()
         controller.stop()
+
+
+@pytest.fixture
+async def sim_stack(broker: EmbeddedBroker, tmp_path: Path, request: pytest.FixtureRequest
+                    ) -> AsyncIterator[tuple[Stack, SimServer]]:
+    providers = request.param
+    web_port = free_port()
+    public = f"http://127.0.0.1:{web_port}"
+    sim = SimServer(unique_settings(tmp_path, public_url=public))
+    await sim.start()
+    settings = unique_settings(tmp_path, kafka_bootstrap=broker.bootstrap, web_port=web_port, public_url=public,
+                               sim_url=sim.url, providers=providers)
+    controller, sink = start_mail_sink(settings.smtp_port)
+    stack = Stack(settings=settings, sink=sink)
+    await stack.create_topics()
+    try:
+        yield stack, sim
+    finally:
+        stack.stop_workers()
+        controller.stop()
+        await sim.stop()

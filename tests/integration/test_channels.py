@@ -6,7 +6,6 @@ and keypad digits -> herald.replies; a bad signature -> 403 and no status; perma
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,41 +14,17 @@ import orjson
 import pytest
 
 from channels.simulator.app import SimServer
-from consumers.broker import EmbeddedBroker, free_port
 from consumers.hearback import REPLY_TYPE
-from consumers.mailsink import start_mail_sink
 from consumers.publish import make_event
 from consumers.samples import ANA, EMMA, JONAS
 from schemas.catalog import Catalog
 from schemas.status import Status
-from tests.conftest import unique_settings
 from tests.integration.harness import Stack
 
 pytestmark = pytest.mark.integration
 
 CATALOG = Catalog.load(Path(__file__).resolve().parents[2] / "templates" / "catalog.yaml")
 SIM_ENV = {"HERALD_WEBHOOK_ALLOW_PRIVATE": "true"}
-
-
-@pytest.fixture
-async def sim_stack(broker: EmbeddedBroker, tmp_path: Path, request: pytest.FixtureRequest
-                    ) -> AsyncIterator[tuple[Stack, SimServer]]:
-    providers = request.param
-    web_port = free_port()
-    public = f"http://127.0.0.1:{web_port}"
-    sim = SimServer(unique_settings(tmp_path, public_url=public))
-    await sim.start()
-    settings = unique_settings(tmp_path, kafka_bootstrap=broker.bootstrap, web_port=web_port, public_url=public,
-                               sim_url=sim.url, providers=providers)
-    controller, sink = start_mail_sink(settings.smtp_port)
-    stack = Stack(settings=settings, sink=sink)
-    await stack.create_topics()
-    try:
-        yield stack, sim
-    finally:
-        stack.stop_workers()
-        controller.stop()
-        await sim.stop()
 
 
 def soon() -> str:
