@@ -36,7 +36,10 @@ def guarded_agent(handler: Handler, dead_letters: DeadLetters, stage: str) -> Ca
                 await handler(record)
             except Exception as exc:
                 log.exception("%s failed on %s[%d]@%d", stage, record.topic, record.partition, record.offset)
-                await dead_letters.send(record, reason="internal_error", detail=type(exc).__name__, stage=stage)
+                # Dispatch records are keyed by message id, so the message gets its `dead_lettered` status.
+                message_id = record.key.decode() if record.key and record.key.startswith(b"msg-") else None
+                await dead_letters.send(record, reason="internal_error", detail=type(exc).__name__, stage=stage,
+                                        error_class=type(exc).__name__, message_id=message_id)
 
     agent.__name__ = agent.__qualname__ = stage
     return agent

@@ -151,7 +151,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     publisher = publisher or FaustPublisher(topics)
     secret = settings.secret.get_secret_value().encode()
     statuses = StatusEmitter(publisher, metrics, secret, utcnow)
-    dead_letters = DeadLetters(publisher, metrics)
+    dead_letters = DeadLetters(publisher, metrics, statuses)
     renderer = Renderer(settings.templates, default_locale=settings.default_locale)
     template_globals = {"brand": settings.brand_name, "document_url": None}
     documents = Documents(app.Table("documents", partitions=settings.partitions,

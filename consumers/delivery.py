@@ -84,7 +84,8 @@ class DeliveryStage:
             mid = record_message_id(record.topic, record.partition, record.offset)
             detail = describe_validation_error(exc)
             await self.statuses.for_event(mid, Status.REJECTED, error="invalid_dispatch", detail=detail)
-            await self.dead_letters.send(record, reason="invalid_dispatch", detail=detail, stage="delivery")
+            await self.dead_letters.send(record, reason="invalid_dispatch", detail=detail, stage="delivery",
+                                         error_class=type(exc).__name__, message_id=mid)
             return
         if d.expires_at and self.clock() >= d.expires_at:
             await self.statuses.for_dispatch(d, Status.EXPIRED, detail="ttl")
@@ -104,7 +105,8 @@ class DeliveryStage:
         if sender is None or address is None:
             reason = "no_sender" if sender is None else "no_address"
             await self.statuses.for_dispatch(d, Status.FAILED, error=reason, detail=reason)
-            await self.dead_letters.send(record, reason=reason, detail=f"channel {d.channel}", stage="delivery")
+            await self.dead_letters.send(record, reason=reason, detail=f"channel {d.channel}", stage="delivery",
+                                         dispatch=d)
             return
         document_url = self.documents.link_for(d) if self.documents else None
         try:
@@ -115,7 +117,8 @@ class DeliveryStage:
                          "document_url": document_url})
         except RenderError as exc:
             await self.statuses.for_dispatch(d, Status.REJECTED, error=exc.reason, detail=exc.reason)
-            await self.dead_letters.send(record, reason=exc.reason, detail=str(exc), stage="delivery")
+            await self.dead_letters.send(record, reason=exc.reason, detail=str(exc), stage="delivery", dispatch=d,
+                                         error_class=type(exc).__name__)
             return
         if document_url and self.documents:
             self.documents.remember(d)
@@ -123,11 +126,13 @@ class DeliveryStage:
             attachments = await self._attachments(d, rendered)
         except RenderError as exc:
             await self.statuses.for_dispatch(d, Status.REJECTED, error=exc.reason, detail=exc.reason)
-            await self.dead_letters.send(record, reason=exc.reason, detail=str(exc), stage="delivery")
+            await self.dead_letters.send(record, reason=exc.reason, detail=str(exc), stage="delivery", dispatch=d,
+                                         error_class=type(exc).__name__)
             return
         except DeliveryError as exc:
             await self.statuses.for_dispatch(d, Status.FAILED, error=exc.reason, detail=exc.detail)
-            await self.dead_letters.send(record, reason=exc.reason, detail=exc.detail, stage="delivery")
+            await self.dead_letters.send(record, reason=exc.reason, detail=exc.detail, stage="delivery", dispatch=d,
+                                         error_class=type(exc).__name__)
             return
         entry = self.catalog.get(d.event_type) if self.catalog else None
         message = OutboundMessage(
@@ -173,15 +178,18 @@ class DeliveryStage:
                     await self.statuses.for_dispatch(d, Status.RETRYING, provider=provider, locale=locale,
                                                      attempt=attempt, error=exc.reason, detail=exc.detail)
                     if self.retry is not None:
-                        await self.retry(due, d.model_copy(update={"attempt": attempt + 1}), "retry")
+                        await self.retry(due, d.model_copy(update={
+                            "attempt": attempt + 1, "first_failure_at": d.first_failure_at or self.clock()}), "retry")
                         return
                     await asyncio.sleep(delay)
                     attempt += 1
                     continue
                 await self.statuses.for_dispatch(d, Status.FAILED, provider=provider, locale=locale,
                                                  attempt=attempt, error=exc.reason, detail=exc.detail)
-                await self.dead_letters.send(record, reason=exc.reason, detail=f"{exc.reason}: {exc.detail}",
-                                             stage="delivery")
+                await self.dead_letters.send(
+                    record, reason=exc.reason, detail=f"{exc.reason}: {exc.detail}", stage="delivery",
+                    error_class=type(exc).__name__, dispatch=d.model_copy(update={"attempt": attempt}),
+                    first_failure=d.first_failure_at or self.clock())
                 if self.sends:
                     await self.sends.outcome(d.message_id, "failed", fell_back=True)
                 if self.on_failure is not None:

@@ -46,8 +46,8 @@ class IngestStage:
                    else record_message_id(record.topic, record.partition, record.offset))
             await self.statuses.for_event(mid, Status.REJECTED, event=event, error=result.rejection.reason,
                                           detail=result.rejection.detail)
-            await self.dead_letters.send(record, reason=result.rejection.reason,
-                                         detail=result.rejection.detail, stage="router")
+            await self.dead_letters.send(record, reason=result.rejection.reason, detail=result.rejection.detail,
+                                         stage="router", message_id=mid, event=event)
             return
         assert event is not None
         if result.cancels:

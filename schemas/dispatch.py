@@ -29,6 +29,7 @@ class Dispatch(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict, description="Template variables.")
     attempt: int = Field(default=1, ge=1, description="Send attempt number.")
     expires_at: datetime | None = Field(default=None, description="Not sent after this time.")
+    first_failure_at: datetime | None = Field(default=None, description="When the first attempt failed.")
     fallback: list[str] = Field(default_factory=list, description="Channels to try next, in order, if this one "
                                 "fails or stays without a receipt.")
     cancel_key: str | None = Field(default=None, description="What a later event may cancel, e.g. "

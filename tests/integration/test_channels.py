@@ -87,7 +87,8 @@ async def test_channels__twilio_meta_fcm_and_webhooks_round_trip(sim_stack: tupl
 
     last_expected = {"sms": (Status.DELIVERED,), "voice": (Status.DELIVERED, Status.REPLIED),
                      "whatsapp": (Status.READ,), "push": (Status.SENT,), "webhook": (Status.SENT,),
-                     "push_unregistered": (Status.FAILED,), "sms_permanent": (Status.FAILED,),
+                     "push_unregistered": (Status.FAILED, Status.DEAD_LETTERED),
+                     "sms_permanent": (Status.FAILED, Status.DEAD_LETTERED),
                      "invoice_sms": (Status.DELIVERED,)}
     await stack.wait_statuses(lambda ss: reached(ss, cases, last_expected), timeout=60)
     ids = {name: message_of(stack, e["id"]) for name, e in cases.items()}
@@ -103,9 +104,11 @@ async def test_channels__twilio_meta_fcm_and_webhooks_round_trip(sim_stack: tupl
 
     # Permanent provider errors: failed with the provider's code, one request only (no retry).
     gone = [s for s in stack.statuses if s.message_id == ids["push_unregistered"]]
-    assert [s.status for s in gone] == [Status.ACCEPTED, Status.FAILED] and gone[-1].detail == "unregistered"
+    assert [s.status for s in gone] == [Status.ACCEPTED, Status.FAILED, Status.DEAD_LETTERED]
+    assert gone[1].detail == "unregistered"
     bad = [s for s in stack.statuses if s.message_id == ids["sms_permanent"]]
-    assert [s.status for s in bad] == [Status.ACCEPTED, Status.FAILED] and bad[-1].detail == "21614"  # not mobile
+    assert [s.status for s in bad] == [Status.ACCEPTED, Status.FAILED, Status.DEAD_LETTERED]
+    assert bad[1].detail == "21614"  # not a mobile number
     assert len([r for r in await sim_requests(sim, vendor="twilio") if r.get("recipient") == "+34600110000"]) == 1
 
     # The business customer got one validly signed webhook.

@@ -68,8 +68,8 @@ async def test_email_pipeline__100_events_and_5_bad_inputs(stack: Stack) -> None
 
     def settled(statuses: list) -> bool:
         sent = sum(1 for s in statuses if s.status is Status.SENT)
-        rejected = sum(1 for s in statuses if s.status is Status.REJECTED)
-        return sent >= 100 and rejected >= 5
+        dead = sum(1 for s in statuses if s.status is Status.DEAD_LETTERED)
+        return sent >= 100 and dead >= 5
 
     await stack.wait_statuses(settled, timeout=90)
 
@@ -93,8 +93,11 @@ async def test_email_pipeline__100_events_and_5_bad_inputs(stack: Stack) -> None
     sent_ids = [m for m, seq in per_message.items() if Status.SENT in seq]
     assert len(sent_ids) == 100
     assert all(per_message[m] == [Status.ACCEPTED, Status.SENT] for m in sent_ids)
-    rejected = [s for s in last_by_message(stack.statuses).values() if s.status is Status.REJECTED]
+    rejected = [s for s in stack.statuses if s.status is Status.REJECTED]
     assert sorted(s.error for s in rejected) == sorted(bad)
+    # …and each is dead-lettered, as its final status.
+    assert {m: s.status for m, s in last_by_message(stack.statuses).items() if m in {r.message_id for r in rejected}
+            } == {r.message_id: Status.DEAD_LETTERED for r in rejected}
 
     # Dead letters keep the original bytes and say why.
     letters = await stack.read("deadletter")

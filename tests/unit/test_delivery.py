@@ -43,7 +43,8 @@ def record(d: Dispatch | bytes) -> Record:
 def stage(sender: ScriptedSender, templates: Path | None = None) -> tuple[DeliveryStage, RecordingPublisher, Metrics]:
     publisher, metrics = RecordingPublisher(), Metrics()
     statuses = StatusEmitter(publisher, metrics, b"secret", lambda: NOW)
-    s = DeliveryStage(Renderer(templates), {"email": sender}, statuses, DeadLetters(publisher, metrics), metrics,
+    dead_letters = DeadLetters(publisher, metrics, statuses)
+    s = DeliveryStage(Renderer(templates), {"email": sender}, statuses, dead_letters, metrics,
                       clock=lambda: NOW, template_globals={"brand": "Shop"}, backoff=0.0)
     return s, publisher, metrics
 
@@ -66,8 +67,9 @@ async def test_deliver__missing_template_variable_is_rejected_and_dead_lettered(
     s, publisher, _ = stage(sender)
     await s.handle(record(dispatch(payload={"order_id": "1"})))
     assert sender.sent == []
-    [status] = publisher.statuses()
+    status, dead = publisher.statuses()
     assert (status.status, status.error) == (Status.REJECTED, "template_variable")
+    assert (dead.status, dead.error) == (Status.DEAD_LETTERED, "template_variable")
     [letter] = publisher.on("deadletter")
     assert letter.headers["herald-error"] == b"template_variable"
     assert letter.headers["herald-source-offset"] == b"7"
@@ -78,7 +80,7 @@ async def test_deliver__permanent_error_fails_at_once_with_the_provider_code() -
     sender = ScriptedSender(script=[InvalidRecipient("no such user", code="550")])
     s, publisher, _ = stage(sender)
     await s.handle(record(dispatch()))
-    assert [x.status for x in publisher.statuses()] == [Status.FAILED]
+    assert [x.status for x in publisher.statuses()] == [Status.FAILED, Status.DEAD_LETTERED]
     assert publisher.statuses()[0].detail == "550"
     assert len(publisher.on("deadletter")) == 1
 
@@ -96,7 +98,11 @@ async def test_deliver__transient_errors_past_the_attempts_fail_and_dead_letter(
     sender = ScriptedSender(script=[ProviderUnavailable("down")] * 3)
     s, publisher, _ = stage(sender)
     await s.handle(record(dispatch()))
-    assert [x.status for x in publisher.statuses()] == [Status.RETRYING, Status.RETRYING, Status.FAILED]
+    assert [x.status for x in publisher.statuses()] == [Status.RETRYING, Status.RETRYING, Status.FAILED,
+                                                        Status.DEAD_LETTERED]
+    headers = publisher.on("deadletter")[0].headers
+    assert (headers["herald-attempts"], headers["herald-error-class"]) == (b"3", b"ProviderUnavailable")
+    assert headers["herald-first-failure"] == NOW.isoformat().encode()
     assert publisher.on("deadletter")[0].headers["herald-error"] == b"provider_unavailable"
 
 
@@ -111,7 +117,7 @@ async def test_deliver__expired_dispatch_is_not_sent() -> None:
 async def test_deliver__unreadable_dispatch_is_dead_lettered() -> None:
     s, publisher, _ = stage(ScriptedSender())
     await s.handle(record(b'{"message_id": 1}'))
-    assert [x.status for x in publisher.statuses()] == [Status.REJECTED]
+    assert [x.status for x in publisher.statuses()] == [Status.REJECTED, Status.DEAD_LETTERED]
     assert publisher.on("deadletter")[0].headers["herald-error"] == b"invalid_dispatch"
 
 
@@ -135,7 +141,7 @@ async def test_deliver__invalid_inline_attachment_fails_without_sending() -> Non
                "attachments": [{"filename": "x.pdf", "content_type": "application/pdf", "content_base64": "%%%"}]}
     await s.handle(record(dispatch(payload=payload)))
     assert sender.sent == []
-    assert [x.status for x in publisher.statuses()] == [Status.FAILED]
+    assert [x.status for x in publisher.statuses()] == [Status.FAILED, Status.DEAD_LETTERED]
     assert publisher.on("deadletter")[0].headers["herald-error"] == b"rejected"
 
 
@@ -151,7 +157,7 @@ def stage_with_state(sender: ScriptedSender, **kwargs: object) -> tuple[Delivery
         retries.append((due, d, reason))
 
     s = DeliveryStage(Renderer(), {"email": sender, "sms": ScriptedSender(name="sms", channel="sms")}, statuses,
-                      DeadLetters(publisher, metrics), metrics, clock=lambda: NOW,
+                      DeadLetters(publisher, metrics, statuses), metrics, clock=lambda: NOW,
                       template_globals={"brand": "Shop", "document_url": None}, sends=SendLedger(MemoryStore(),
                                                                                               lambda: NOW),
                       retry=retry, publisher=publisher, **kwargs)  # type: ignore[arg-type]
@@ -194,5 +200,5 @@ async def test_deliver__permanent_failure_falls_back_to_the_next_channel() -> No
     await s.handle(record(d))
     [nxt] = publisher.json("dispatch.sms")
     assert nxt["channel"] == "sms" and nxt["fallback"] == []
-    assert [(x.status, x.channel) for x in publisher.statuses()] == [(Status.FAILED, "email"),
-                                                                     (Status.ACCEPTED, "sms")]
+    assert [(x.status, x.channel) for x in publisher.statuses()] == [
+        (Status.FAILED, "email"), (Status.DEAD_LETTERED, "email"), (Status.ACCEPTED, "sms")]

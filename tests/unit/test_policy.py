@@ -54,7 +54,7 @@ def pipeline(now: datetime, channels: tuple[str, ...] = ("email", "sms", "voice"
     scheduler = Scheduler(MemoryStore(), publisher, statuses, clock=clock)
     kwargs = {"consent": consent} if consent else {}
     router = Router(CATALOG, channels, clock=clock, dedupe=MemoryStore(), caps=MemoryStore(), **kwargs)
-    return IngestStage(router, publisher, statuses, DeadLetters(publisher, metrics), metrics, scheduler), \
+    return IngestStage(router, publisher, statuses, DeadLetters(publisher, metrics, statuses), metrics, scheduler), \
         publisher, clock, scheduler
 
 
