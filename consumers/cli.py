@@ -160,6 +160,41 @@ def status(follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep rea
         asyncio.run(go())
 
 
+dlq_app = typer.Typer(help="Dead letters: list them with their reasons, replay chosen ones.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+             as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False) -> None:
+    """Show every dead letter with its offset, source, reason and detail."""
+    from consumers.dlq import dead_letter_table, dead_letters
+
+    letters = [d for d in asyncio.run(dead_letters(_settings())) if reason is None or d.reason == reason]
+    if as_json:
+        for d in letters:
+            sys.stdout.write(d.model_dump_json() + "\n")
+        return
+    console.print(dead_letter_table(letters))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    offsets: Annotated[list[str] | None, typer.Argument(help="Dead letters to replay as PARTITION/OFFSET "
+                                                               "(the first column of `dlq list`).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Replay every dead letter with this reason.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+) -> None:
+    """Republish chosen dead letters to the topic they came from (their original key and bytes)."""
+    from consumers.dlq import replay
+
+    if not (offsets or reason or all_):
+        err.print("say which: offsets, --reason R or --all")
+        raise typer.Exit(2)
+    count = asyncio.run(replay(_settings(), offsets=set(offsets or []), reason=reason, everything=all_))
+    console.print(f"replayed {count} dead letter{'s' if count != 1 else ''}")
+
+
 @templates_app.command("check")
 def templates_check() -> None:
     """Render every template of every catalog type with its sample data, in every shipped locale."""

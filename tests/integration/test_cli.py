@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -68,3 +69,18 @@ async def test_cli__publish_then_status_shows_accepted_and_sent(stack: Stack) ->
     [mail] = stack.sink.snapshot()
     assert mail["Content-Language"] == "de"
     assert "ana@example.com" not in shown.stdout
+
+
+async def test_cli__dlq_lists_reasons_and_replays_to_the_source_topic(stack: Stack) -> None:
+    env = Settings.as_env(stack.settings)
+    await stack.publish_raw(b"not json at all", key=b"u1")
+    stack.start_worker()
+    await stack.wait_statuses(lambda ss: any(s.status is Status.DEAD_LETTERED for s in ss), timeout=30)
+    listed = await asyncio.to_thread(herald, "dlq", "list", "--json", env=env)
+    [letter] = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert (letter["reason"], letter["stage"]) == ("invalid_json", "router")
+    assert letter["source_topic"] == stack.settings.topic("events")
+    replayed = await asyncio.to_thread(herald, "dlq", "replay", f"{letter['partition']}/{letter['offset']}", env=env)
+    assert "replayed 1 dead letter" in replayed.stdout
+    # Replayed, it fails the same way again: a second dead letter, from the replayed copy.
+    await stack.wait_statuses(lambda ss: sum(s.status is Status.DEAD_LETTERED for s in ss) >= 2, timeout=30)
