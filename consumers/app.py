@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -157,7 +158,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     documents = Documents(app.Table("documents", partitions=settings.partitions,
                                     schema=faust.Schema(key_serializer="raw", value_serializer="raw")),
                           renderer, secret, settings.public_url, template_globals=template_globals, clock=utcnow)
-    sends = SendLedger(state.sends, utcnow)
+    sends = SendLedger(state.sends, utcnow, lease=timedelta(seconds=settings.send_lease))
     scheduler = Scheduler(state.schedules, publisher, statuses, clock=utcnow, owns=owner_check(app, settings))
 
     ledger = PreferenceLedger(state.preferences, clock=utcnow)

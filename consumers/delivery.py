@@ -95,6 +95,13 @@ class DeliveryStage:
             self.metrics.duplicates_prevented.labels(d.channel).inc()
             await self.statuses.for_dispatch(d, Status.DEDUPLICATED, detail="already_sent")
             return
+        if self.sends and self.retry and (lease_ends := self.sends.lease_held(d)):
+            # Another worker took this attempt moments ago (a rebalance), or died sending it: look again when
+            # its lease ends, and send then if it is still not done.
+            await self.retry(lease_ends, d, "lease")
+            return
+        if self.sends and self.sends.was_pending(d):
+            self.metrics.resends.labels(d.channel).inc()  # at most one duplicate, and it is counted
         sender = self.senders.get(d.channel)
         address = d.to.address_for(d.channel)
         if address is not None and self.consent and (refusal := self.consent(d.to.id, d.category, d.channel,
@@ -159,43 +166,26 @@ class DeliveryStage:
         return max(retry_after or 0.0, jitter)
 
     async def _send(self, record: Record, d: Dispatch, sender: Sender, message: OutboundMessage) -> None:
-        locale = message.rendered.locale
-        last_attempt = d.attempt + self.max_attempts - 1 if self.retry is None else self.max_attempts
-        attempt = d.attempt
         if self.sends:
             await self.sends.pending(d)
+        attempt = d.attempt
         while True:
             started = time.perf_counter()
             try:
                 result = await sender.send(message)
             except DeliveryError as exc:
-                provider = exc.provider or sender.name
-                self.metrics.sends.labels(d.channel, provider, "error").inc()
-                self.metrics.provider_errors.labels(d.channel, provider, exc.reason).inc()
-                delay = self._backoff(attempt, getattr(exc, "retry_after", None))
-                due = self.clock() + timedelta(seconds=delay)
-                if exc.retriable and attempt < last_attempt and (d.expires_at is None or due < d.expires_at):
-                    await self.statuses.for_dispatch(d, Status.RETRYING, provider=provider, locale=locale,
-                                                     attempt=attempt, error=exc.reason, detail=exc.detail)
-                    if self.retry is not None:
-                        await self.retry(due, d.model_copy(update={
-                            "attempt": attempt + 1, "first_failure_at": d.first_failure_at or self.clock()}), "retry")
-                        return
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
-                await self.statuses.for_dispatch(d, Status.FAILED, provider=provider, locale=locale,
-                                                 attempt=attempt, error=exc.reason, detail=exc.detail)
-                await self.dead_letters.send(
-                    record, reason=exc.reason, detail=f"{exc.reason}: {exc.detail}", stage="delivery",
-                    error_class=type(exc).__name__, dispatch=d.model_copy(update={"attempt": attempt}),
-                    first_failure=d.first_failure_at or self.clock())
+                delay = await self._failed_attempt(record, d, sender, message, exc, attempt)
+                if delay is None:
+                    return
+                await asyncio.sleep(delay)  # only without a scheduler (unit tests): retry in place
+                attempt += 1
+                continue
+            except Exception:
+                # A bug, not a provider answer: the agent dead-letters the record; the ledger must not keep the
+                # attempt `pending`, or the next try would wait out a lease for nothing.
                 if self.sends:
-                    await self.sends.outcome(d.message_id, "failed", fell_back=True)
-                if self.on_failure is not None:
-                    await self.on_failure(d, exc)
-                await self.fall_back(d, f"{d.channel} {exc.reason}")
-                return
+                    await self.sends.outcome(d.message_id, "failed")
+                raise
             elapsed = time.perf_counter() - started
             if self.sends:
                 await self.sends.sent(d, result.provider, result.provider_message_id)
@@ -203,10 +193,42 @@ class DeliveryStage:
             self.metrics.send_seconds.labels(d.channel, result.provider).observe(elapsed)
             self.metrics.end_to_end_seconds.labels(d.channel, d.priority).observe(
                 max(0.0, (self.clock() - d.event_time).total_seconds()))
-            await self.statuses.for_dispatch(d, Status.SENT, provider=result.provider, locale=locale,
+            await self.statuses.for_dispatch(d, Status.SENT, provider=result.provider, locale=message.rendered.locale,
                                              attempt=attempt, detail=result.detail)
             await self._after_sent(d, result.provider)
             return
+
+    async def _failed_attempt(self, record: Record, d: Dispatch, sender: Sender, message: OutboundMessage,
+                              exc: DeliveryError, attempt: int) -> float | None:
+        """Report a failed attempt and arrange what follows. Returns a delay only when the caller must retry
+        in place (no scheduler); None when the attempt is settled (retry scheduled, or failed for good)."""
+        provider = exc.provider or sender.name
+        locale = message.rendered.locale
+        self.metrics.sends.labels(d.channel, provider, "error").inc()
+        self.metrics.provider_errors.labels(d.channel, provider, exc.reason).inc()
+        last_attempt = self.max_attempts if self.retry is not None else d.attempt + self.max_attempts - 1
+        delay = self._backoff(attempt, getattr(exc, "retry_after", None))
+        due = self.clock() + timedelta(seconds=delay)
+        if exc.retriable and attempt < last_attempt and (d.expires_at is None or due < d.expires_at):
+            await self.statuses.for_dispatch(d, Status.RETRYING, provider=provider, locale=locale, attempt=attempt,
+                                             error=exc.reason, detail=exc.detail)
+            if self.retry is None:
+                return delay
+            await self.retry(due, d.model_copy(update={
+                "attempt": attempt + 1, "first_failure_at": d.first_failure_at or self.clock()}), "retry")
+            return None
+        await self.statuses.for_dispatch(d, Status.FAILED, provider=provider, locale=locale, attempt=attempt,
+                                         error=exc.reason, detail=exc.detail)
+        await self.dead_letters.send(
+            record, reason=exc.reason, detail=f"{exc.reason}: {exc.detail}", stage="delivery",
+            error_class=type(exc).__name__, dispatch=d.model_copy(update={"attempt": attempt}),
+            first_failure=d.first_failure_at or self.clock())
+        if self.sends:
+            await self.sends.outcome(d.message_id, "failed", fell_back=True)
+        if self.on_failure is not None:
+            await self.on_failure(d, exc)
+        await self.fall_back(d, f"{d.channel} {exc.reason}")
+        return None
 
     async def _after_sent(self, d: Dispatch, provider: str) -> None:
         entry = self.catalog.get(d.event_type) if self.catalog else None

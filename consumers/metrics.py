@@ -45,5 +45,9 @@ class Metrics:
                                             "Dispatches not sent again because the send ledger had them sent.",
                                             ["channel"], registry=r)
 
+        self.resends = Counter("herald_resends_after_lease_total",
+                                "Sends retried after a lease expired: the earlier try may have gone out too.",
+                                ["channel"], registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

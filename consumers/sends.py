@@ -17,7 +17,8 @@ from consumers.kvstore import KeyValueStore
 from schemas.dispatch import Dispatch
 
 State = Literal["pending", "sent", "delivered", "failed"]
-FINAL: frozenset[str] = frozenset({"sent", "delivered", "failed"})
+# A failed message may be sent again (a replayed dead letter); a sent one never.
+SENT: frozenset[str] = frozenset({"sent", "delivered"})
 
 
 class SendRecord(BaseModel):
@@ -44,12 +45,21 @@ class SendLedger:
 
     def already_sent(self, message_id: str) -> bool:
         record = self.get(message_id)
-        return record is not None and record.state in FINAL
+        return record is not None and record.state in SENT
 
-    def in_flight_elsewhere(self, message_id: str) -> bool:
-        """`pending` within its lease: another worker may be sending it right now."""
-        record = self.get(message_id)
-        return record is not None and record.state == "pending" and self.clock() - record.updated_at < self.lease
+    def lease_held(self, d: Dispatch) -> datetime | None:
+        """When this attempt's `pending` lease ends, if another worker may be sending it right now (or died
+        mid-send); None when it is free to send."""
+        record = self.get(d.message_id)
+        if record is None or record.state != "pending" or record.dispatch.attempt != d.attempt:
+            return None
+        ends = record.updated_at + self.lease
+        return ends if self.clock() < ends else None
+
+    def was_pending(self, d: Dispatch) -> bool:
+        """An earlier try of this very attempt started and never finished: sending now may duplicate it."""
+        record = self.get(d.message_id)
+        return record is not None and record.state == "pending" and record.dispatch.attempt == d.attempt
 
     async def _write(self, record: SendRecord) -> None:
         await self.store.put(record.dispatch.message_id, record.model_dump_json().encode())

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     dedupe_window: timedelta = Field(default=timedelta(days=7), description="How long an idempotency key is "
                                      "remembered at the door (seconds or ISO 8601 duration).")
     max_attempts: int = Field(default=5, ge=1, description="Send attempts of a message before it fails.")
+    send_lease: float = Field(default=10.0, gt=0, description="Seconds a `pending` send belongs to the worker "
+                              "that started it; after that another worker may send it.")
     scheduler_interval: float = Field(default=0.5, gt=0, description="Seconds between scheduler passes.")
     email_concurrency: int = Field(default=32, ge=1, description="Emails in flight per worker.")
     channel_concurrency: int = Field(default=16, ge=1, description="Sends in flight per worker, other channels.")

@@ -202,3 +202,14 @@ async def test_deliver__permanent_failure_falls_back_to_the_next_channel() -> No
     assert nxt["channel"] == "sms" and nxt["fallback"] == []
     assert [(x.status, x.channel) for x in publisher.statuses()] == [
         (Status.FAILED, "email"), (Status.DEAD_LETTERED, "email"), (Status.ACCEPTED, "sms")]
+
+
+async def test_deliver__an_attempt_another_worker_holds_waits_for_its_lease() -> None:
+    sender = ScriptedSender()
+    s, publisher, retries = stage_with_state(sender)
+    assert s.sends is not None
+    await s.sends.pending(dispatch())  # another worker started this attempt just now
+    await s.handle(record(dispatch()))
+    assert sender.sent == []
+    [(due, again, reason)] = retries
+    assert reason == "lease" and due == NOW + timedelta(seconds=60) and again.attempt == 1
