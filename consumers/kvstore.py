@@ -36,7 +36,7 @@ class KeyValueStore(Protocol):
 
     def get(self, key: str) -> bytes | None: ...
 
-    async def put(self, key: str, value: bytes) -> None: ...
+    async def put(self, key: str, value: bytes, *, durable: bool = False) -> None: ...
 
     async def delete(self, key: str) -> None: ...
 
@@ -55,7 +55,7 @@ class MemoryStore:
     def get(self, key: str) -> bytes | None:
         return self.data.get(key)
 
-    async def put(self, key: str, value: bytes) -> None:
+    async def put(self, key: str, value: bytes, *, durable: bool = False) -> None:
         self.data[key] = value
 
     async def delete(self, key: str) -> None:
@@ -147,10 +147,14 @@ class TopicStore:
     def get(self, key: str) -> bytes | None:
         return self.data.get(key)
 
-    async def put(self, key: str, value: bytes) -> None:
+    async def put(self, key: str, value: bytes, *, durable: bool = False) -> None:
+        """Set a key. `durable` waits for the broker's acknowledgement (a crash right after loses nothing)."""
         assert self._producer is not None, "start() the store first"
         self.data[key] = value
-        await self._producer.send(self.topic, value, key=key.encode())
+        if durable:
+            await self._producer.send_and_wait(self.topic, value, key=key.encode())
+        else:
+            await self._producer.send(self.topic, value, key=key.encode())
 
     async def delete(self, key: str) -> None:
         assert self._producer is not None, "start() the store first"

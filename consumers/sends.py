@@ -61,15 +61,17 @@ class SendLedger:
         record = self.get(d.message_id)
         return record is not None and record.state == "pending" and record.dispatch.attempt == d.attempt
 
-    async def _write(self, record: SendRecord) -> None:
-        await self.store.put(record.dispatch.message_id, record.model_dump_json().encode())
+    async def _write(self, record: SendRecord, *, durable: bool = False) -> None:
+        await self.store.put(record.dispatch.message_id, record.model_dump_json().encode(), durable=durable)
 
     async def pending(self, d: Dispatch) -> None:
         await self._write(SendRecord(state="pending", dispatch=d, updated_at=self.clock()))
 
     async def sent(self, d: Dispatch, provider: str, provider_message_id: str | None) -> None:
+        # Acknowledged before going on: the gap between the provider accepting and this record being safe is
+        # the only place a crash can still produce a duplicate.
         await self._write(SendRecord(state="sent", dispatch=d, provider=provider,
-                                     provider_message_id=provider_message_id, updated_at=self.clock()))
+                                     provider_message_id=provider_message_id, updated_at=self.clock()), durable=True)
 
     async def outcome(self, message_id: str, state: State, *, fell_back: bool = False) -> SendRecord | None:
         record = self.get(message_id)

@@ -206,7 +206,7 @@ async def test_deliver__permanent_failure_falls_back_to_the_next_channel() -> No
 
 async def test_deliver__an_attempt_another_worker_holds_waits_for_its_lease() -> None:
     sender = ScriptedSender()
-    s, publisher, retries = stage_with_state(sender)
+    s, _, retries = stage_with_state(sender)
     assert s.sends is not None
     await s.sends.pending(dispatch())  # another worker started this attempt just now
     await s.handle(record(dispatch()))
