@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TopicT
 
 from channels.base import Sender, WebhookReceiver
+from channels.breaker import BreakerSender, CircuitBreaker
 from channels.chain import ProviderChain
+from channels.ratelimit import effective_limits, rate_limited, sender_number_key, sms_segment_cost
 from channels.registry import parse_provider_spec, provider_class
 from channels.render import BUNDLED_TEMPLATES, Renderer
 from consumers import hooks
@@ -26,7 +29,7 @@ from consumers.delivery import DeliveryStage
 from consumers.documents import Documents
 from consumers.hearback import HearBack
 from consumers.ingest import IngestStage
-from consumers.metrics import Metrics
+from consumers.metrics import CIRCUIT_VALUES, Metrics
 from consumers.preferences import PreferenceLedger
 from consumers.records import Publisher, Record
 from consumers.replies import Conversations
@@ -73,11 +76,30 @@ def load_catalog(settings: Settings) -> Catalog:
     return Catalog.load(settings.catalog or BUNDLED_CATALOG)
 
 
-def build_senders(settings: Settings) -> dict[str, Sender]:
-    """One `Sender` per configured channel: its provider, or a failover chain of providers."""
+def build_senders(settings: Settings, metrics: Metrics | None = None) -> dict[str, Sender]:
+    """One `Sender` per configured channel: its provider(s), each behind a circuit breaker (outside) and the
+    vendor's rate limit (inside), in a failover chain when there are several."""
+    limits = effective_limits(settings.rate_limits)
     senders: dict[str, Sender] = {}
     for channel, vendors in parse_provider_spec(settings.providers).items():
-        providers = [provider_class(f"{channel}.{vendor}").from_settings(settings) for vendor in vendors]
+        providers: list[Sender] = []
+        for vendor in vendors:
+            key = f"{channel}.{vendor}"
+            provider = provider_class(key).from_settings(settings)
+            per_sender = cost = None
+            if key == "sms.twilio":  # meters each "From" number, in segments
+                per_sender, cost = sender_number_key(provider.config.sms_from), sms_segment_cost
+            limited = rate_limited(key, provider, limits=limits, per_sender=per_sender, cost=cost)
+            breaker = CircuitBreaker(key, failure_threshold=settings.breaker_failure_threshold,
+                                     reset_after=settings.breaker_reset_after)
+            hook = None
+            if metrics is not None:
+                gauge = metrics.circuit_state.labels(channel, provider.name)
+                gauge.set(CIRCUIT_VALUES["closed"])
+
+                def hook(name: str, state: str, gauge: Any = gauge) -> None:
+                    gauge.set(CIRCUIT_VALUES[state])
+            providers.append(BreakerSender(limited, breaker, on_state_change=hook))
         senders[channel] = providers[0] if len(providers) == 1 else ProviderChain(channel, providers)
     return senders
 
@@ -143,9 +165,9 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     """Build Herald's Faust app. `senders`, `catalog`, `publisher` and `state` may be injected (tests)."""
     app = faust.App(settings.app_id, **faust_config(settings))
     catalog = catalog or load_catalog(settings)
-    senders = build_senders(settings) if senders is None else senders
-    state = state or State.on_topics(settings)
     metrics = Metrics()
+    senders = build_senders(settings, metrics) if senders is None else senders
+    state = state or State.on_topics(settings)
     topics = {spec.short: app.topic(settings.topic(spec.short), key_serializer="raw", value_serializer="raw",
                                     partitions=settings.partitions)
               for spec in topic_specs()}

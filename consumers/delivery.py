@@ -209,13 +209,18 @@ class DeliveryStage:
         last_attempt = self.max_attempts if self.retry is not None else d.attempt + self.max_attempts - 1
         delay = self._backoff(attempt, getattr(exc, "retry_after", None))
         due = self.clock() + timedelta(seconds=delay)
-        if exc.retriable and attempt < last_attempt and (d.expires_at is None or due < d.expires_at):
+        # An open circuit never reached the provider: waiting for it costs no attempt, only time (the message's
+        # time-to-live still bounds it), so a long outage without a second provider loses nothing.
+        spent = 0 if exc.code == "circuit_open" else 1
+        if exc.retriable and (attempt < last_attempt or not spent) and (d.expires_at is None or due < d.expires_at):
             await self.statuses.for_dispatch(d, Status.RETRYING, provider=provider, locale=locale, attempt=attempt,
                                              error=exc.reason, detail=exc.detail)
             if self.retry is None:
                 return delay
+            if self.sends:  # this attempt is over: the retry must not wait out its lease
+                await self.sends.outcome(d.message_id, "failed")
             await self.retry(due, d.model_copy(update={
-                "attempt": attempt + 1, "first_failure_at": d.first_failure_at or self.clock()}), "retry")
+                "attempt": attempt + spent, "first_failure_at": d.first_failure_at or self.clock()}), "retry")
             return None
         await self.statuses.for_dispatch(d, Status.FAILED, provider=provider, locale=locale, attempt=attempt,
                                          error=exc.reason, detail=exc.detail)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -48,6 +49,10 @@ class Metrics:
         self.resends = Counter("herald_resends_after_lease_total",
                                 "Sends retried after a lease expired: the earlier try may have gone out too.",
                                 ["channel"], registry=r)
+
+        self.circuit_state = Gauge("herald_provider_circuit_state",
+                                   "Circuit breaker per provider: 0 closed, 1 half-open, 2 open.",
+                                   ["channel", "provider"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     dedupe_window: timedelta = Field(default=timedelta(days=7), description="How long an idempotency key is "
                                      "remembered at the door (seconds or ISO 8601 duration).")
     max_attempts: int = Field(default=5, ge=1, description="Send attempts of a message before it fails.")
+    rate_limits: str = Field(default="", description="Overrides of the vendors' published rate limits per "
+                             "provider and worker, e.g. `sms.twilio=1/s;push.fcm=none` (N/s, N/min, N/h).")
+    breaker_failure_threshold: int = Field(default=5, ge=1, description="Consecutive transient failures that open "
+                                           "a provider's circuit.")
+    breaker_reset_after: float = Field(default=30.0, gt=0, description="Seconds an open circuit waits before a "
+                                       "probe.")
     send_lease: float = Field(default=10.0, gt=0, description="Seconds a `pending` send belongs to the worker "
                               "that started it; after that another worker may send it.")
     scheduler_interval: float = Field(default=0.5, gt=0, description="Seconds between scheduler passes.")

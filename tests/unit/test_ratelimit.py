@@ -1,0 +1,323 @@
+"""Rate limits: the token bucket on simulated time, rates and overrides as text, and the limited sender."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from channels.base import OutboundMessage, Sender, SendResult, WebhookReceiver
+from channels.errors import InvalidRecipient, RateLimited
+from channels.ratelimit import (
+    PER_SENDER,
+    PUBLISHED_LIMITS,
+    RateLimitedSender,
+    TokenBucket,
+    effective_limits,
+    parse_limits,
+    parse_rate,
+    rate_limited,
+    sender_number_key,
+    sms_segment_cost,
+)
+from channels.registry import PROVIDERS
+from channels.render import Rendered
+from channels.sms import TwilioSmsProvider
+from schemas.settings import Settings
+from tests.fakes import ScriptedSender
+
+pytestmark = pytest.mark.unit
+
+
+class FakeClock:
+    """Simulated monotonic time: `sleep` advances it instead of waiting, and lets other tasks run."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class TimedSender(ScriptedSender):
+    """A `ScriptedSender` that notes the simulated time of each accepted send."""
+
+    def __init__(self, clock: FakeClock, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.clock = clock
+        self.times: list[float] = []
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        result = await super().send(message)
+        self.times.append(self.clock())
+        return result
+
+
+def message(address: str = "+34600111222", text: str = "Your code is 482913", n: int = 1) -> OutboundMessage:
+    return OutboundMessage(message_id=f"msg-{n}", channel="sms", address=address, idempotency_key=f"k-{n}",
+                           rendered=Rendered(template="otp.requested/sms", locale="en", parts={"text": text}))
+
+
+def bucket(clock: FakeClock, rate: float, burst: float | None = None) -> TokenBucket:
+    return TokenBucket(rate, burst, clock=clock, sleep=clock.sleep)
+
+
+# --- TokenBucket ---------------------------------------------------------------------------------------------------
+
+async def test_token_bucket__third_acquire_at_two_per_second_waits_one_second() -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate=2, burst=1)
+    done = []
+    for _ in range(3):
+        await b.acquire()
+        done.append(clock())
+    assert done == pytest.approx([0.0, 0.5, 1.0])
+
+
+async def test_token_bucket__burst_is_spent_at_once_then_the_rate_applies() -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate=1, burst=3)
+    waits = [await b.acquire() for _ in range(4)]
+    assert waits == pytest.approx([0, 0, 0, 1.0])
+
+
+async def test_token_bucket__idle_time_saves_at_most_burst() -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate=1, burst=2)
+    await b.acquire(2)
+    clock.now += 100
+    assert b.tokens == pytest.approx(2)
+    assert [b.try_acquire(), b.try_acquire(), b.try_acquire()] == [True, True, False]
+
+
+async def test_token_bucket__default_burst_is_one_second_of_rate_and_at_least_one() -> None:
+    assert TokenBucket(80).burst == 80
+    assert TokenBucket(0.5).burst == 1
+
+
+async def test_token_bucket__concurrent_acquirers_are_served_in_order_one_sleep_each() -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate=1, burst=1)
+    await b.acquire()  # empty
+    served: list[tuple[str, float]] = []
+
+    async def take(name: str) -> None:
+        await b.acquire()
+        served.append((name, clock()))
+
+    names = ["a", "b", "c", "d", "e"]
+    await asyncio.gather(*(take(n) for n in names))
+    assert [n for n, _ in served] == names
+    assert [t for _, t in served] == pytest.approx([1, 2, 3, 4, 5])
+    # Only the head of the queue sleeps: no herd of waiters waking up for every token.
+    assert clock.sleeps == pytest.approx([1, 1, 1, 1, 1])
+
+
+async def test_token_bucket__try_acquire_does_not_jump_the_queue() -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate=1, burst=1)
+    await b.acquire()
+    waiter = asyncio.create_task(b.acquire())
+    await asyncio.sleep(0)  # the waiter holds the queue and sleeps
+    clock.now += 5  # tokens are there, but they are the waiter's turn
+    assert b.try_acquire() is False
+    await waiter
+    assert b.try_acquire() is False  # the waiter took the only token (burst 1)
+    clock.now += 1
+    assert b.try_acquire() is True
+
+
+async def test_token_bucket__more_than_burst_waits_for_a_full_bucket_and_leaves_debt() -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate=1, burst=1)
+    assert await b.acquire(3) == 0  # a 3-segment SMS goes at once
+    assert await b.acquire(1) == pytest.approx(3)  # …and the next one pays for it
+
+
+async def test_token_bucket__hold_blocks_for_retry_after_but_never_shortens_a_wait() -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate=10, burst=10)
+    b.hold(5)
+    assert await b.acquire() == pytest.approx(5)
+    b.hold(30)
+    b.hold(1)
+    assert await b.acquire() == pytest.approx(30)
+
+
+@pytest.mark.parametrize("rate, burst", [(0, 1), (-1, 1), (1, 0)], ids=["zero-rate", "negative-rate", "zero-burst"])
+def test_token_bucket__refuses_nonpositive_values(rate: float, burst: float) -> None:
+    with pytest.raises(ValueError):
+        TokenBucket(rate, burst)
+
+
+# --- rates as text -------------------------------------------------------------------------------------------------
+
+RATES = [
+    ("1/s", 1.0), ("30/s", 30.0), ("600/min", 10.0), ("80/s", 80.0), ("600000/min", 10_000.0),
+    ("3600/h", 1.0), ("10/5s", 2.0), ("0.5/s", 0.5), (" 2 / sec ", 2.0), ("1/MIN", 1 / 60), ("86400/day", 1.0),
+]
+
+
+@pytest.mark.parametrize("text, expected", RATES, ids=[r for r, _ in RATES])
+def test_parse_rate__table(text: str, expected: float) -> None:
+    assert parse_rate(text) == pytest.approx(expected)
+
+
+BAD_RATES = ["", "fast", "30", "0/s", "1/0s", "-1/s", "1/fortnight", "1/s/s", "s/1"]
+
+
+@pytest.mark.parametrize("text", BAD_RATES, ids=[repr(r) for r in BAD_RATES])
+def test_parse_rate__refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_rate(text)
+
+
+LIMITS = [
+    ("sms.twilio=1/s;voice.twilio=1/s", {"sms.twilio": 1.0, "voice.twilio": 1.0}),
+    ("push.fcm = 1000/min\nemail.sendgrid=none", {"push.fcm": 1000 / 60, "email.sendgrid": None}),
+    ("whatsapp.meta=OFF;", {"whatsapp.meta": None}),
+    ("", {}),
+]
+
+
+@pytest.mark.parametrize("spec, expected", LIMITS, ids=["two", "newline-and-none", "off", "empty"])
+def test_parse_limits__table(spec: str, expected: dict[str, float | None]) -> None:
+    assert parse_limits(spec) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("spec", ["sms=1/s", "sms.twilio", "sms.twilio=", "=1/s", "sms.twilio=fast"],
+                         ids=["no-vendor", "no-rate", "empty-rate", "no-key", "bad-rate"])
+def test_parse_limits__refuses(spec: str) -> None:
+    with pytest.raises(ValueError):
+        parse_limits(spec)
+
+
+def test_published_limits__parse_and_name_registered_providers() -> None:
+    for key, rate in PUBLISHED_LIMITS.items():
+        assert key in PROVIDERS
+        assert parse_rate(rate) > 0
+    assert PER_SENDER.issubset(PUBLISHED_LIMITS)
+    assert "email.smtp" not in PUBLISHED_LIMITS and "webhook.standard" not in PUBLISHED_LIMITS
+
+
+def test_effective_limits__overrides_win_and_can_lift_a_limit() -> None:
+    limits = effective_limits("sms.vonage=10/s;push.fcm=none")
+    assert limits["sms.vonage"] == 10
+    assert limits["push.fcm"] is None
+    assert limits["whatsapp.meta"] == 80
+    assert effective_limits()["push.fcm"] == pytest.approx(10_000)
+
+
+# --- RateLimitedSender ---------------------------------------------------------------------------------------------
+
+def by_address_prefix(m: OutboundMessage) -> str:
+    return m.address[:3]
+
+
+async def test_rate_limited__per_sender_buckets_are_independent() -> None:
+    clock = FakeClock()
+    inner = TimedSender(clock, channel="sms")
+    sender = RateLimitedSender(inner, None, per_sender=by_address_prefix, per_sender_rate=1, clock=clock,
+                               sleep=clock.sleep)
+    for address in ("+34600111222", "+44700111222", "+34600111333", "+44700111333", "+34600111444"):
+        await sender.send(message(address))
+    assert inner.times == pytest.approx([0, 0, 1, 1, 2])
+    assert set(sender.sender_buckets) == {"+34", "+44"}
+
+
+async def test_rate_limited__provider_bucket_applies_across_senders() -> None:
+    clock = FakeClock()
+    inner = TimedSender(clock, channel="sms")
+    sender = RateLimitedSender(inner, bucket(clock, rate=2, burst=1), per_sender=by_address_prefix,
+                               per_sender_rate=1, clock=clock, sleep=clock.sleep)
+    for address in ("+34600111222", "+44700111222", "+33600111222"):
+        await sender.send(message(address))
+    assert inner.times == pytest.approx([0, 0.5, 1.0])
+
+
+async def test_rate_limited__cost_takes_segments() -> None:
+    clock = FakeClock()
+    inner = TimedSender(clock, channel="sms")
+    sender = RateLimitedSender(inner, bucket(clock, rate=1, burst=1), cost=sms_segment_cost)
+    await sender.send(message(text="x" * 400))  # GSM-7, 3 segments
+    await sender.send(message())
+    assert inner.times == pytest.approx([0, 3])
+
+
+async def test_rate_limited__retry_after_holds_the_buckets() -> None:
+    clock = FakeClock()
+    inner = TimedSender(clock, channel="sms", script=[RateLimited("429", retry_after=5)])
+    sender = RateLimitedSender(inner, bucket(clock, rate=10), per_sender=by_address_prefix, per_sender_rate=10,
+                               clock=clock, sleep=clock.sleep)
+    with pytest.raises(RateLimited):
+        await sender.send(message())
+    await sender.send(message())
+    assert inner.times == pytest.approx([5])
+
+
+async def test_rate_limited__bad_address_is_left_to_the_provider() -> None:
+    clock = FakeClock()
+    inner = TimedSender(clock, channel="sms", script=[InvalidRecipient("bad", code="invalid_number")])
+    sender = RateLimitedSender(inner, None, per_sender=sender_number_key({"default": "+15005550006"}),
+                               per_sender_rate=1, clock=clock, sleep=clock.sleep)
+    with pytest.raises(InvalidRecipient):
+        await sender.send(message("not a number"))
+    assert sender.sender_buckets == {}
+
+
+def test_rate_limited__per_sender_needs_a_rate() -> None:
+    with pytest.raises(ValueError):
+        RateLimitedSender(ScriptedSender(), None, per_sender=by_address_prefix)
+
+
+SENDER_NUMBERS = [
+    ("+34600111222", "+34910000000"),
+    ("+447911123456", "+15005550006"),
+    ("+12025550123", "+15005550006"),
+]
+
+
+@pytest.mark.parametrize("address, expected", SENDER_NUMBERS, ids=["country-sender", "default", "us"])
+def test_sender_number_key__picks_the_number_by_country(address: str, expected: str) -> None:
+    key = sender_number_key({"default": "+15005550006", "ES": "+34910000000"})
+    assert key(message(address)) == expected
+
+
+async def test_rate_limited__stands_where_the_provider_stood() -> None:
+    provider = TwilioSmsProvider.from_settings(Settings(secret="s" * 16))
+    try:
+        wrapped = RateLimitedSender(provider, TokenBucket(1))
+        assert isinstance(wrapped, Sender) and isinstance(wrapped, WebhookReceiver)
+        assert (wrapped.name, wrapped.channel) == ("twilio", "sms")
+        assert wrapped.STATUS_MAP is TwilioSmsProvider.STATUS_MAP
+        assert wrapped.verify_webhook == provider.verify_webhook
+        assert wrapped.parse_webhook == provider.parse_webhook
+        assert wrapped.config is provider.config  # anything else through __getattr__
+        assert wrapped.unwrapped is provider
+        assert not isinstance(RateLimitedSender(ScriptedSender(), None), WebhookReceiver)
+    finally:
+        await provider.close()
+
+
+async def test_rate_limited_builder__per_key_shape() -> None:
+    limits = effective_limits("email.sendgrid=none")
+    provider = ScriptedSender(name="twilio", channel="sms")
+    assert rate_limited("email.sendgrid", provider, limits=limits) is provider
+    assert rate_limited("email.smtp", provider, limits=limits) is provider
+
+    per_number = rate_limited("sms.twilio", provider, limits=limits, per_sender=by_address_prefix)
+    assert isinstance(per_number, RateLimitedSender)
+    assert per_number.bucket is None and per_number.per_sender_rate == 1
+
+    account = rate_limited("sms.vonage", provider, limits=limits)
+    assert isinstance(account, RateLimitedSender)
+    assert account.bucket is not None and account.bucket.rate == 30 and account.per_sender is None
+
+    no_key = rate_limited("sms.twilio", provider, limits=limits)  # no per_sender: one number's rate for all
+    assert isinstance(no_key, RateLimitedSender) and no_key.bucket is not None and no_key.bucket.rate == 1
