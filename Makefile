@@ -22,8 +22,10 @@ test: $(STAMP)
 	$(BIN)/herald templates check
 	$(BIN)/python -m pytest -m "not slow" -q
 
+# The long variants: 20,000 events through SIGKILLed workers, and the priority test with its full backlog.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow -q
+	HERALD_CRASH_EVENTS=20000 $(BIN)/python -m pytest -q -s tests/integration/test_crash.py
+	HERALD_TEST_BACKLOG=20000 $(BIN)/python -m pytest -q -s tests/integration/test_priority.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -206,7 +206,9 @@ class DeliveryStage:
         locale = message.rendered.locale
         self.metrics.sends.labels(d.channel, provider, "error").inc()
         self.metrics.provider_errors.labels(d.channel, provider, exc.reason).inc()
-        last_attempt = self.max_attempts if self.retry is not None else d.attempt + self.max_attempts - 1
+        entry = self.catalog.get(d.event_type) if self.catalog else None
+        allowed = entry.attempts if entry and entry.attempts else self.max_attempts
+        last_attempt = allowed if self.retry is not None else d.attempt + allowed - 1
         delay = self._backoff(attempt, getattr(exc, "retry_after", None))
         due = self.clock() + timedelta(seconds=delay)
         # An open circuit never reached the provider: waiting for it costs no attempt, only time (the message's

@@ -117,6 +117,8 @@ class CatalogEntry(BaseModel):
                                    examples=["appointment_id"])
     cancels: list[str] = Field(default_factory=list, description="Types whose pending messages with the same "
                                "`cancel_key` value this event cancels.", examples=[["appointment.reminder"]])
+    attempts: int | None = Field(default=None, ge=1, description="Send attempts before the message fails; "
+                                 "HERALD_MAX_ATTEMPTS when unset. The time-to-live is the retry deadline.")
     receipt_wait: timedelta | None = Field(default=None, description="Fall back to the next channel when no "
                                            "receipt arrives within this time.", examples=["2m"])
     keypad: dict[str, KeypadAction] = Field(
