@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from channels.base import OutboundMessage, SendResult
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.http import base_url_for, build_client, http_errors, raise_for_status
+from channels.http import HttpProvider, base_url_for, build_client, http_errors, raise_for_status
 from schemas.settings import Settings
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -30,7 +30,7 @@ class FcmSettings(BaseSettings):
     access_token: SecretStr = SecretStr("dev-fcm-access-token")
 
 
-class FcmPushProvider:
+class FcmPushProvider(HttpProvider):
     """FCM HTTP v1: one JSON POST per device token with a bearer token.
 
     FCM has no delivery receipts, so this is only a `Sender`: `sent` is the final status of a push.
@@ -38,6 +38,7 @@ class FcmPushProvider:
 
     name = "fcm"
     channel = "push"
+    settings_class = FcmSettings
 
     # https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode — FcmError words, lower-cased, as they
     # appear in a status `detail` (`unregistered` lets the consent ledger suppress a dead token).
@@ -59,16 +60,7 @@ class FcmPushProvider:
                                    headers={"Authorization": f"Bearer {config.access_token.get_secret_value()}"},
                                    transport=transport)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-                      ) -> FcmPushProvider:
-        return cls(FcmSettings(), settings, transport=transport)
 
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
     async def send(self, message: OutboundMessage) -> SendResult:
         token = message.address.strip()

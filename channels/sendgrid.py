@@ -24,7 +24,7 @@ from channels.base import OutboundMessage, SendResult
 # The SMTP provider's header hygiene, reused so both email providers accept and refuse the same input.
 from channels.email import _ADDR_SPEC, _HEADER_NAME, _header, clean_header
 from channels.errors import DeliveryError, InvalidRecipient, RateLimited, Rejected
-from channels.http import base_url_for, build_client, http_errors, raise_for_status, retry_after_seconds
+from channels.http import HttpProvider, base_url_for, build_client, http_errors, raise_for_status, retry_after_seconds
 from channels.webhooks import StatusUpdate, WebhookRequest, WebhookResult
 from schemas.settings import Settings
 from schemas.status import Status
@@ -113,7 +113,7 @@ class SendgridSettings(BaseSettings):
                                     description="Signed Event Webhook verification key (base64 DER or PEM).")
 
 
-class SendgridEmailProvider:
+class SendgridEmailProvider(HttpProvider):
     """SendGrid Mail Send: JSON POST with a bearer key; receipts from the signed Event Webhook.
 
     Herald's ids travel in `custom_args`, which SendGrid copies into every webhook event, so a receipt finds
@@ -122,6 +122,7 @@ class SendgridEmailProvider:
 
     name = "sendgrid"
     channel = "email"
+    settings_class = SendgridSettings
 
     # https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event (Event Webhook Reference)
     STATUS_MAP: ClassVar[dict[str, Status | None]] = {
@@ -160,16 +161,7 @@ class SendgridEmailProvider:
                                    headers={"Authorization": f"Bearer {config.api_key.get_secret_value()}"},
                                    transport=transport)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-                      ) -> SendgridEmailProvider:
-        return cls(SendgridSettings(), settings, transport=transport)
 
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
     def request_body(self, message: OutboundMessage) -> dict[str, Any]:
         """The Mail Send JSON for one message. Raises `InvalidRecipient` or `Rejected` before any request."""

@@ -16,7 +16,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from channels.base import OutboundMessage, SendResult
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.http import base_url_for, build_client, http_errors, raise_for_status, response_json, vendor_code
+from channels.http import (
+    HttpProvider,
+    base_url_for,
+    build_client,
+    http_errors,
+    raise_for_status,
+    response_json,
+    vendor_code,
+)
 from channels.phone import EnvMap, parse_env_map, sender_for, to_e164
 from channels.segments import sms_segments
 from channels.signatures import safe_equal, twilio_signature
@@ -43,11 +51,12 @@ class TwilioSettings(BaseSettings):
         return parse_env_map(value)
 
 
-class TwilioSmsProvider:
+class TwilioSmsProvider(HttpProvider):
     """Twilio Messages API: form-encoded POST with basic auth; receipts to `StatusCallback`."""
 
     name = "twilio"
     channel = "sms"
+    settings_class = TwilioSettings
 
     STATUS_MAP: ClassVar[dict[str, Status | None]] = {
         # Herald publishes `sent` when the API accepts a message; the vendor's own "sent" (handed to the carrier)
@@ -79,16 +88,7 @@ class TwilioSmsProvider:
                                    auth=(config.account_sid, config.auth_token.get_secret_value()),
                                    transport=transport)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-                      ) -> TwilioSmsProvider:
-        return cls(TwilioSettings(), settings, transport=transport)
 
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
     async def send(self, message: OutboundMessage) -> SendResult:
         to, region = to_e164(message.address, provider=self.name)
@@ -168,11 +168,12 @@ class VonageSettings(BaseSettings):
         return parse_env_map(value)
 
 
-class VonageSmsProvider:
+class VonageSmsProvider(HttpProvider):
     """Vonage SMS API: form POST with key and secret; receipts (DLRs) to `callback`, signed with `sig`."""
 
     name = "vonage"
     channel = "sms"
+    settings_class = VonageSettings
 
     # https://developer.vonage.com/messaging/sms/guides/delivery-receipts and
     # https://api.support.vonage.com/hc/en-us/articles/115007053127 (intermediate: accepted, buffered;
@@ -217,16 +218,7 @@ class VonageSmsProvider:
         self.clock = clock
         self.client = build_client(base_url_for(config.base_url, settings, "vonage"), transport=transport)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-                      ) -> VonageSmsProvider:
-        return cls(VonageSettings(), settings, transport=transport)
 
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
     async def send(self, message: OutboundMessage) -> SendResult:
         to, region = to_e164(message.address, provider=self.name)

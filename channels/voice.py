@@ -16,7 +16,15 @@ from pydantic import Field, field_validator
 
 from channels.base import OutboundMessage, SendResult
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.http import base_url_for, build_client, http_errors, raise_for_status, response_json, vendor_code
+from channels.http import (
+    HttpProvider,
+    base_url_for,
+    build_client,
+    http_errors,
+    raise_for_status,
+    response_json,
+    vendor_code,
+)
 from channels.phone import EnvMap, parse_env_map, to_e164
 from channels.signatures import safe_equal, twilio_signature
 from channels.sms import TwilioSettings
@@ -143,7 +151,7 @@ def _xml_text(text: str) -> str:
     return _NOT_XML.sub("", text)
 
 
-class TwilioVoiceProvider:
+class TwilioVoiceProvider(HttpProvider):
     """Twilio Calls API: places a call that speaks the message, optionally with a one-key menu.
 
     The call's TwiML is sent inline. A keypad answer comes back to the gather `action` URL, which carries all the
@@ -152,6 +160,7 @@ class TwilioVoiceProvider:
 
     name = "twilio"
     channel = "voice"
+    settings_class = TwilioVoiceSettings
 
     # https://www.twilio.com/docs/voice/api/call-resource#call-status-values and
     # https://www.twilio.com/docs/voice/api/call-resource#statuscallbackevent
@@ -192,16 +201,7 @@ class TwilioVoiceProvider:
                                    auth=(config.account_sid, config.auth_token.get_secret_value()),
                                    transport=transport)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-                      ) -> TwilioVoiceProvider:
-        return cls(TwilioVoiceSettings(), settings, transport=transport)
 
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
     # --- sending ----------------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from channels.base import OutboundMessage, SendResult
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.http import base_url_for, build_client, http_errors, raise_for_status
+from channels.http import HttpProvider, base_url_for, build_client, http_errors, raise_for_status
 from channels.phone import to_e164
 from channels.signatures import meta_signature, safe_equal
 from channels.webhooks import (
@@ -42,7 +42,7 @@ class MetaSettings(BaseSettings):
                                     description="Answers Meta's webhook subscription handshake.")
 
 
-class MetaWhatsappProvider:
+class MetaWhatsappProvider(HttpProvider):
     """Meta WhatsApp Cloud API: JSON POST with a bearer token; receipts and replies on the app's webhook.
 
     Outside the 24-hour customer-service window only an approved template may be sent; free-form text goes
@@ -51,6 +51,7 @@ class MetaWhatsappProvider:
 
     name = "meta"
     channel = "whatsapp"
+    settings_class = MetaSettings
 
     # https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/status/
     # ("deleted" is retired; "warning" concerns catalog items, not a message's delivery.)
@@ -94,16 +95,7 @@ class MetaWhatsappProvider:
                                    headers={"Authorization": f"Bearer {config.access_token.get_secret_value()}"},
                                    transport=transport)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-                      ) -> MetaWhatsappProvider:
-        return cls(MetaSettings(), settings, transport=transport)
 
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
     async def send(self, message: OutboundMessage) -> SendResult:
         to, _ = to_e164(message.address, provider=self.name)
