@@ -84,6 +84,7 @@ async def crash_run(stack: Stack, events: int, kill_every: float, deadline: floa
             "seconds": int(time.monotonic() - started)}
 
 
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("events", [int(os.environ.get("HERALD_CRASH_EVENTS", "2000"))])
 async def test_crash__sigkill_every_5_seconds_loses_nothing(stack: Stack, events: int) -> None:
     # About 20 s of flow per 2,000 events: several workers die mid-stream (each restart also waits out a

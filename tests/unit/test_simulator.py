@@ -638,18 +638,20 @@ def signed_webhook(body: bytes, secret: str | None = None, ts: int | None = None
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-secret-of-32-bytes-long!").decode()
 
 
-@pytest.mark.parametrize(("headers", "customer_status", "expected"), [
-    (signed_webhook(b'{"order": "1001"}'), 204, 204),
-    (signed_webhook(b'{"order": "1001"}'), 500, 500),
-    (signed_webhook(b'{"order": "1001"}'), 410, 410),
-    (signed_webhook(b'{"order": "1001"}', secret=OTHER_SECRET), 204, 401),
-    (signed_webhook(b'{"order": "1001"}', ts=int(time.time()) - 3600), 204, 401),
-    ({"content-type": "application/json"}, 204, 401),
+# Headers are built when the test runs, not when it is collected: a suite that runs long would make them stale.
+@pytest.mark.parametrize(("make_headers", "customer_status", "expected"), [
+    (lambda: signed_webhook(b'{"order": "1001"}'), 204, 204),
+    (lambda: signed_webhook(b'{"order": "1001"}'), 500, 500),
+    (lambda: signed_webhook(b'{"order": "1001"}'), 410, 410),
+    (lambda: signed_webhook(b'{"order": "1001"}', secret=OTHER_SECRET), 204, 401),
+    (lambda: signed_webhook(b'{"order": "1001"}', ts=int(time.time()) - 3600), 204, 401),
+    (lambda: {"content-type": "application/json"}, 204, 401),
 ], ids=["valid", "answers-500", "answers-410", "wrong-secret", "stale", "unsigned"])
 async def test_customer__verifies_the_standard_webhooks_signature(
-        client: httpx.AsyncClient, headers: dict[str, str], customer_status: int, expected: int) -> None:
+        client: httpx.AsyncClient, make_headers: Callable[[], dict[str, str]], customer_status: int,
+        expected: int) -> None:
     await configure(client, customer_status=customer_status)
-    response = await client.post("/customer/webhook", content=b'{"order": "1001"}', headers=headers)
+    response = await client.post("/customer/webhook", content=b'{"order": "1001"}', headers=make_headers())
     assert response.status_code == expected
     [record] = (await client.get("/_sim/requests", params={"vendor": "customer"})).json()
     assert record["fields"] == {"order": "1001"} and record["status"] == expected
