@@ -6,6 +6,7 @@ No module-level app and no global settings: tests build as many apps as they lik
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -23,7 +24,7 @@ from channels.ratelimit import effective_limits, rate_limited, sender_number_key
 from channels.registry import parse_provider_spec, provider_class
 from channels.render import BUNDLED_TEMPLATES, Renderer
 from consumers import hooks
-from consumers.agents import guarded_agent
+from consumers.agents import batched_agent, guarded_agent
 from consumers.deadletter import DeadLetters
 from consumers.delivery import DeliveryStage
 from consumers.documents import Documents
@@ -46,6 +47,9 @@ from schemas.settings import Settings
 BUNDLED_CATALOG = BUNDLED_TEMPLATES / "catalog.yaml"
 
 
+PENDING_ACKS: ContextVar[list[Awaitable[object]] | None] = ContextVar("herald_pending_acks", default=None)
+
+
 class FaustPublisher:
     """`Publisher` over the app's own producer, with raw bytes in and out."""
 
@@ -53,8 +57,17 @@ class FaustPublisher:
         self.topics = topics
 
     async def send(self, topic: str, key: bytes | None, value: bytes,
-                   headers: Mapping[str, bytes] | None = None) -> None:
-        await self.topics[topic].send(key=key, value=value, headers=dict(headers) if headers else None)
+                   headers: Mapping[str, bytes] | None = None, *, durable: bool = False) -> None:
+        sent = await self.topics[topic].send(key=key, value=value, headers=dict(headers) if headers else None)
+        if durable:
+            # Faust commits an offset without waiting for what its handler produced: a record that must not be
+            # lost when the worker dies right after the commit is awaited until the broker has it — at the end
+            # of the batch when an agent handles records in batches, else right here.
+            batch = PENDING_ACKS.get()
+            if batch is not None:
+                batch.append(sent)
+            else:
+                await sent
 
 
 @dataclass
@@ -206,7 +219,8 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     # Two router agents, one per lane: the critical lane has its own stream, so a backlog of normal events
     # never sits in front of a code or a password reset.
     for name, lane in (("route_events", "events"), ("route_critical_events", "events.critical")):
-        app.agent(topics[lane], name=name)(guarded_agent(partial(ready_then, ingest.handle), dead_letters, name))
+        app.agent(topics[lane], name=name)(batched_agent(partial(ready_then, ingest.handle), dead_letters, name,
+                                                         PENDING_ACKS))
     for channel in senders:
         for lane in LANES:
             name = f"send_{channel}{lane.replace('.', '_')}"

@@ -251,5 +251,5 @@ class DeliveryStage:
             return None
         await self.statuses.for_dispatch(nxt, Status.ACCEPTED, attempt=0, detail=f"fallback: {why}")
         topic = dispatch_topic(nxt.channel, critical=nxt.priority == "critical")
-        await self.publisher.send(topic, nxt.message_id.encode(), nxt.model_dump_json().encode())
+        await self.publisher.send(topic, nxt.message_id.encode(), nxt.model_dump_json().encode(), durable=True)
         return nxt

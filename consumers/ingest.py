@@ -66,7 +66,7 @@ class IngestStage:
             # `accepted` is queued before the dispatch so it always precedes `sent` for the same key.
             await self.statuses.for_dispatch(d, Status.ACCEPTED, attempt=0)
             topic = dispatch_topic(d.channel, critical=d.priority == "critical")
-            await self.publisher.send(topic, d.message_id.encode(), d.model_dump_json().encode())
+            await self.publisher.send(topic, d.message_id.encode(), d.model_dump_json().encode(), durable=True)
         for due, d, reason in result.scheduled:
             await self.scheduler.add(due, d, reason)
             await self.statuses.for_dispatch(d, Status.SCHEDULED, attempt=0, detail=f"{reason} {due.isoformat()}")

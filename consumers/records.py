@@ -24,7 +24,7 @@ class Publisher(Protocol):
     """Sends a record to a topic named by its short name (`status`, `dispatch.email`, `deadletter`)."""
 
     async def send(self, topic: str, key: bytes | None, value: bytes,
-                   headers: Mapping[str, bytes] | None = None) -> None: ...
+                   headers: Mapping[str, bytes] | None = None, *, durable: bool = False) -> None: ...
 
 
 def header_map(raw: object) -> dict[str, bytes]:

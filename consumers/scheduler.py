@@ -57,7 +57,10 @@ class Scheduler:
 
     async def add(self, due_at: datetime, dispatch: Dispatch, reason: str, kind: Kind = "dispatch") -> None:
         entry = ScheduleEntry(due_at=due_at, kind=kind, reason=reason, dispatch=dispatch)
-        await self.store.put(entry_key(kind, dispatch.message_id, dispatch.attempt), entry.model_dump_json().encode())
+        # Durable: the record that led here is committed once its handler returns, and this entry is all that
+        # is left of the message until it is released.
+        await self.store.put(entry_key(kind, dispatch.message_id, dispatch.attempt), entry.model_dump_json().encode(),
+                             durable=True)
 
     def entries(self) -> list[tuple[str, ScheduleEntry]]:
         """Every entry, parsed once per stored version."""
@@ -107,7 +110,7 @@ class Scheduler:
                     await self.on_receipt_check(d)
             else:
                 topic = dispatch_topic(d.channel, critical=d.priority == "critical")
-                await self.publisher.send(topic, d.message_id.encode(), d.model_dump_json().encode())
+                await self.publisher.send(topic, d.message_id.encode(), d.model_dump_json().encode(), durable=True)
             await self.store.delete(key)
             self._parsed.pop(key, None)
             released += 1

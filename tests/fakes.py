@@ -25,7 +25,7 @@ class RecordingPublisher:
     records: list[Sent] = field(default_factory=list)
 
     async def send(self, topic: str, key: bytes | None, value: bytes,
-                   headers: Mapping[str, bytes] | None = None) -> None:
+                   headers: Mapping[str, bytes] | None = None, *, durable: bool = False) -> None:
         self.records.append(Sent(topic, key, value, dict(headers or {})))
 
     def on(self, topic: str) -> list[Sent]:
