@@ -28,7 +28,10 @@ class StatusEmitter:
 
     async def publish(self, status: DeliveryStatus) -> None:
         self.metrics.statuses.labels(status.channel or "none", status.status.value).inc()
-        await self.publisher.send("status", status.message_id.encode(), status.model_dump_json().encode())
+        # Durable: analytics and support read this topic as the truth, so a status is never lost to a crash
+        # between the commit of its record and the flush of the producer.
+        await self.publisher.send("status", status.message_id.encode(), status.model_dump_json().encode(),
+                                  durable=True)
 
     async def for_dispatch(self, d: Dispatch, status: Status, *, provider: str | None = None,
                            locale: str | None = None, error: str | None = None, detail: str | None = None,

@@ -89,7 +89,7 @@ async def crash_run(stack: Stack, events: int, kill_every: float, deadline: floa
 async def test_crash__sigkill_every_5_seconds_loses_nothing(stack: Stack, events: int) -> None:
     # About 20 s of flow per 2,000 events: several workers die mid-stream (each restart also waits out a
     # rebalance of the dead member).
-    result = await crash_run(stack, events, kill_every=5.0, deadline=900, per_second=100)
+    result = await crash_run(stack, events, kill_every=5.0, deadline=60 + events / 20, per_second=100)
     print(f"crash run: {result}")
     assert result["kills"] >= 2
     assert result["unique"] == events  # 0 lost
