@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 
 from faust import StreamT
 
 from consumers.deadletter import DeadLetters
-from consumers.records import Record, header_map
+from consumers.records import AFTER_ACKS, PENDING_ACKS, Record, header_map
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +39,26 @@ BATCH_SIZE = 200
 BATCH_WITHIN = 0.01  # seconds a lone record waits for company: the price of batching on an idle lane
 
 
-def batched_agent(handler: Handler, dead_letters: DeadLetters, stage: str,
-                  pending_acks: ContextVar[list[Awaitable[object]] | None]) -> Callable[[StreamT], Awaitable[None]]:
+def batched_agent(handler: Handler, dead_letters: DeadLetters, stage: str) -> Callable[[StreamT], Awaitable[None]]:
     """Like `guarded_agent`, in order, a batch at a time: what the handlers must not lose is acknowledged once
-    per batch (before Faust may commit the batch's offsets) instead of once per record."""
+    per batch (before Faust may commit the batch's offsets) instead of once per record, and what records that
+    it is done (`once_durable` steps, such as a dedupe key) runs only after those acknowledgements."""
 
     async def agent(stream: StreamT) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
             acks: list[Awaitable[object]] = []
-            token = pending_acks.set(acks)
+            later: list[Callable[[], Awaitable[None]]] = []
+            tokens = PENDING_ACKS.set(acks), AFTER_ACKS.set(later)
             try:
                 for event in events:
                     await _guarded(handler, dead_letters, stage, to_record(event))
             finally:
-                pending_acks.reset(token)
+                PENDING_ACKS.reset(tokens[0])
+                AFTER_ACKS.reset(tokens[1])
             if acks:
                 await asyncio.gather(*acks)
+            for step in later:
+                await step()
 
     agent.__name__ = agent.__qualname__ = stage
     return agent

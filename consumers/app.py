@@ -6,7 +6,6 @@ No module-level app and no global settings: tests build as many apps as they lik
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -32,7 +31,7 @@ from consumers.hearback import HearBack
 from consumers.ingest import IngestStage
 from consumers.metrics import CIRCUIT_VALUES, Metrics
 from consumers.preferences import PreferenceLedger
-from consumers.records import Publisher, Record
+from consumers.records import PENDING_ACKS, Publisher, Record
 from consumers.replies import Conversations
 from consumers.router import Router, utcnow
 from consumers.scheduler import Scheduler
@@ -45,9 +44,6 @@ from schemas.catalog import Catalog
 from schemas.settings import Settings
 
 BUNDLED_CATALOG = BUNDLED_TEMPLATES / "catalog.yaml"
-
-
-PENDING_ACKS: ContextVar[list[Awaitable[object]] | None] = ContextVar("herald_pending_acks", default=None)
 
 
 class FaustPublisher:
@@ -219,8 +215,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     # Two router agents, one per lane: the critical lane has its own stream, so a backlog of normal events
     # never sits in front of a code or a password reset.
     for name, lane in (("route_events", "events"), ("route_critical_events", "events.critical")):
-        app.agent(topics[lane], name=name)(batched_agent(partial(ready_then, ingest.handle), dead_letters, name,
-                                                         PENDING_ACKS))
+        app.agent(topics[lane], name=name)(batched_agent(partial(ready_then, ingest.handle), dead_letters, name))
     for channel in senders:
         for lane in LANES:
             name = f"send_{channel}{lane.replace('.', '_')}"

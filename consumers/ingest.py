@@ -9,7 +9,7 @@ from consumers.deadletter import DeadLetters
 from consumers.identity import message_id, record_message_id
 from consumers.kvstore import KeyValueStore, MemoryStore
 from consumers.metrics import Metrics
-from consumers.records import Publisher, Record
+from consumers.records import Publisher, Record, once_durable
 from consumers.router import Router, RouteResult
 from consumers.scheduler import Scheduler
 from consumers.status import StatusEmitter
@@ -72,8 +72,15 @@ class IngestStage:
             await self.statuses.for_dispatch(d, Status.SCHEDULED, attempt=0, detail=f"{reason} {due.isoformat()}")
         # State is recorded after the messages are out: a crash in between replays the event, and the
         # send ledger keeps the replay from sending twice.
+        # Only once the dispatches are acknowledged: a dedupe key recorded for a dispatch that a crash then lost
+        # would make the replayed event look like a duplicate, and the message would never go.
         if result.dedupe_key:
-            await self.dedupe.put(result.dedupe_key, self.router.clock().isoformat().encode())
+            key, seen = result.dedupe_key, self.router.clock().isoformat().encode()
+            await once_durable(lambda: self.dedupe.put(key, seen))
         if result.cap_key:
-            count = int(self.caps.get(result.cap_key) or b"0") + len(result.dispatches) + len(result.scheduled)
-            await self.caps.put(result.cap_key, str(count).encode())
+            cap, added = result.cap_key, len(result.dispatches) + len(result.scheduled)
+
+            async def count() -> None:
+                await self.caps.put(cap, str(int(self.caps.get(cap) or b"0") + added).encode())
+
+            await once_durable(count)

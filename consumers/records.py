@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +26,21 @@ class Publisher(Protocol):
 
     async def send(self, topic: str, key: bytes | None, value: bytes,
                    headers: Mapping[str, bytes] | None = None, *, durable: bool = False) -> None: ...
+
+
+# When an agent handles records in batches, acknowledgements it must wait for are collected here and awaited
+# once per batch; work that may only happen after them (state that says "done") waits in AFTER_ACKS.
+PENDING_ACKS: ContextVar[list[Awaitable[object]] | None] = ContextVar("herald_pending_acks", default=None)
+AFTER_ACKS: ContextVar[list[Callable[[], Awaitable[None]]] | None] = ContextVar("herald_after_acks", default=None)
+
+
+async def once_durable(step: Callable[[], Awaitable[None]]) -> None:
+    """Run `step` once everything published so far is acknowledged: now, or at the end of the current batch."""
+    later = AFTER_ACKS.get()
+    if later is None:
+        await step()
+    else:
+        later.append(step)
 
 
 def header_map(raw: object) -> dict[str, bytes]:
