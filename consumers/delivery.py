@@ -187,14 +187,18 @@ class DeliveryStage:
                     await self.sends.outcome(d.message_id, "failed")
                 raise
             elapsed = time.perf_counter() - started
-            if self.sends:
-                await self.sends.sent(d, result.provider, result.provider_message_id)
             self.metrics.sends.labels(d.channel, result.provider, "sent").inc()
             self.metrics.send_seconds.labels(d.channel, result.provider).observe(elapsed)
             self.metrics.end_to_end_seconds.labels(d.channel, d.priority).observe(
                 max(0.0, (self.clock() - d.event_time).total_seconds()))
-            await self.statuses.for_dispatch(d, Status.SENT, provider=result.provider, locale=message.rendered.locale,
-                                             attempt=attempt, detail=result.detail)
+            # The ledger record and the status go out together: a crash between two awaited writes would leave
+            # one without the other for longer.
+            status = self.statuses.for_dispatch(d, Status.SENT, provider=result.provider, attempt=attempt,
+                                                locale=message.rendered.locale, detail=result.detail)
+            if self.sends:
+                await asyncio.gather(self.sends.sent(d, result.provider, result.provider_message_id), status)
+            else:
+                await status
             await self._after_sent(d, result.provider)
             return
 
