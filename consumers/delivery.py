@@ -191,14 +191,12 @@ class DeliveryStage:
             self.metrics.send_seconds.labels(d.channel, result.provider).observe(elapsed)
             self.metrics.end_to_end_seconds.labels(d.channel, d.priority).observe(
                 max(0.0, (self.clock() - d.event_time).total_seconds()))
-            # The ledger record and the status go out together: a crash between two awaited writes would leave
-            # one without the other for longer.
-            status = self.statuses.for_dispatch(d, Status.SENT, provider=result.provider, attempt=attempt,
-                                                locale=message.rendered.locale, detail=result.detail)
+            # Ledger first: a crash before the status leaves `deduplicated` as the message's last status (it was
+            # sent); the other order would send it twice.
             if self.sends:
-                await asyncio.gather(self.sends.sent(d, result.provider, result.provider_message_id), status)
-            else:
-                await status
+                await self.sends.sent(d, result.provider, result.provider_message_id)
+            await self.statuses.for_dispatch(d, Status.SENT, provider=result.provider, attempt=attempt,
+                                             locale=message.rendered.locale, detail=result.detail)
             await self._after_sent(d, result.provider)
             return
 

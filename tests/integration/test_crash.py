@@ -96,7 +96,7 @@ async def test_crash__sigkill_every_5_seconds_loses_nothing(stack: Stack, events
     assert result["duplicates"] <= events * 0.001  # ≤ 0.1 % sent twice
     # Every message reached a final status: `sent` (final for email without receipts), or `deduplicated`
     # when a replayed event or dispatch found it already sent (a crash can land between the send ledger's
-    # record and the `sent` status, which are written together; then `deduplicated` is what is left).
+    # record and the `sent` status; then `deduplicated` is what is left).
     history: dict[str, list[Status]] = {}
     async for record in read_topic(stack.settings, "status"):
         status = parse_status(record)
