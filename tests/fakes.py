@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import httpx
 import orjson
 
 from channels.base import OutboundMessage, SendResult
@@ -58,3 +59,18 @@ class ScriptedSender:
 
     async def close(self) -> None:
         return None
+
+
+def transport_errors() -> list[type[httpx.TransportError]]:
+    """`httpx.TransportError` and every subclass, however deep: none may escape a provider unmapped."""
+    found: set[type[httpx.TransportError]] = set()
+    todo: list[type[httpx.TransportError]] = [httpx.TransportError]
+    while todo:
+        cls = todo.pop()
+        if cls not in found:
+            found.add(cls)
+            todo.extend(cls.__subclasses__())
+    return sorted(found, key=lambda c: c.__name__)
+
+
+TRANSPORT_ERRORS = transport_errors()

@@ -17,6 +17,7 @@ from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable
 from channels.push import FcmPushProvider, FcmSettings
 from channels.render import Rendered
 from schemas.settings import Settings
+from tests.fakes import transport_errors
 
 pytestmark = pytest.mark.unit
 
@@ -47,12 +48,6 @@ def outbound(*, address: str = TOKEN, options: dict[str, Any] | None = None,
                            metadata={"message_id": "msg-3f2a9c", "recipient_id": "user-42"}, options=options or {})
 
 
-def transport_errors(cls: type[httpx.TransportError] = httpx.TransportError) -> list[type[httpx.TransportError]]:
-    found = []
-    for sub in cls.__subclasses__():
-        found.append(sub)
-        found.extend(transport_errors(sub))
-    return found
 
 
 @pytest.fixture(autouse=True)

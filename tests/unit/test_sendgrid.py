@@ -28,6 +28,7 @@ from channels.sendgrid import (
 from channels.webhooks import WebhookRequest
 from schemas.settings import Settings
 from schemas.status import Status
+from tests.fakes import TRANSPORT_ERRORS
 
 pytestmark = pytest.mark.unit
 
@@ -248,14 +249,6 @@ async def test_sendgrid__accepted_without_message_id_header_still_succeeds(setti
     assert result.provider_message_id is None
 
 
-def _transport_errors(cls: type[httpx.TransportError] = httpx.TransportError) -> list[type[httpx.TransportError]]:
-    found = [cls]
-    for sub in cls.__subclasses__():
-        found.extend(_transport_errors(sub))
-    return found
-
-
-TRANSPORT_ERRORS = _transport_errors()
 
 
 def test_sendgrid__transport_error_walk_finds_the_subclasses() -> None:

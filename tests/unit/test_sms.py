@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from channels.sms import TwilioSettings, TwilioSmsProvider, VonageSettings, Vona
 from channels.webhooks import WebhookRequest, WebhookResponse
 from schemas.settings import Settings
 from schemas.status import Status
+from tests.fakes import TRANSPORT_ERRORS
 
 pytestmark = pytest.mark.unit
 
@@ -206,14 +207,6 @@ async def test_vonage__answer_without_messages_is_retriable(body: Any) -> None:
     assert info.value.code == "bad_response"
 
 
-def transport_errors(cls: type[Exception] = httpx.TransportError) -> Iterator[type[Exception]]:
-    """`httpx.TransportError` and every subclass, however deep."""
-    yield cls
-    for sub in cls.__subclasses__():
-        yield from transport_errors(sub)
-
-
-TRANSPORT_ERRORS = sorted(set(transport_errors()), key=lambda c: c.__name__)
 
 
 def test_transport_errors__the_walk_finds_the_known_ones() -> None:

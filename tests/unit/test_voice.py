@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
@@ -35,6 +35,7 @@ from channels.voice import (
 from channels.webhooks import WebhookRequest
 from schemas.settings import Settings
 from schemas.status import Status
+from tests.fakes import TRANSPORT_ERRORS
 
 pytestmark = pytest.mark.unit
 
@@ -304,13 +305,6 @@ async def test_twilio_voice__error_answer_raises_its_class(code: str, http: int,
     assert (info.value.code, info.value.provider, info.value.retriable) == (code, "twilio", error.retriable)
 
 
-def transport_errors(cls: type[Exception] = httpx.TransportError) -> Iterator[type[Exception]]:
-    yield cls
-    for sub in cls.__subclasses__():
-        yield from transport_errors(sub)
-
-
-TRANSPORT_ERRORS = sorted(set(transport_errors()), key=lambda c: c.__name__)
 
 
 @pytest.mark.parametrize("error", TRANSPORT_ERRORS, ids=[c.__name__ for c in TRANSPORT_ERRORS])

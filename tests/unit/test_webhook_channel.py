@@ -20,6 +20,7 @@ from channels.render import Rendered
 from channels.signatures import standard_webhook_signature, verify_standard_webhook
 from channels.webhook import StandardWebhookProvider, WebhookSettings
 from schemas.settings import Settings
+from tests.fakes import transport_errors
 
 pytestmark = pytest.mark.unit
 
@@ -43,12 +44,6 @@ def outbound(*, address: str = PUBLIC_URL, json_part: str | None = None, message
                            metadata={"message_id": message_id, "recipient_id": "acme"})
 
 
-def transport_errors(cls: type[httpx.TransportError] = httpx.TransportError) -> list[type[httpx.TransportError]]:
-    found = []
-    for sub in cls.__subclasses__():
-        found.append(sub)
-        found.extend(transport_errors(sub))
-    return found
 
 
 @pytest.fixture(autouse=True)

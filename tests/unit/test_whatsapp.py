@@ -21,6 +21,7 @@ from channels.webhooks import WebhookRequest
 from channels.whatsapp import MetaSettings, MetaWhatsappProvider
 from schemas.settings import Settings
 from schemas.status import Status
+from tests.fakes import transport_errors
 
 pytestmark = pytest.mark.unit
 
@@ -51,12 +52,6 @@ def outbound(*, parts: dict[str, str] | None = None, options: dict[str, Any] | N
                            options=options or {})
 
 
-def transport_errors(cls: type[httpx.TransportError] = httpx.TransportError) -> list[type[httpx.TransportError]]:
-    found = []
-    for sub in cls.__subclasses__():
-        found.append(sub)
-        found.extend(transport_errors(sub))
-    return found
 
 
 @pytest.fixture(autouse=True)
