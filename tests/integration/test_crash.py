@@ -66,8 +66,8 @@ async def crash_run(stack: Stack, events: int, kill_every: float, deadline: floa
     started = time.monotonic()
     kills = 0
     while not flow.done() and time.monotonic() - started < deadline:
-        # In a thread: the event flow (a task on this loop) goes on while the worker starts.
-        worker = await asyncio.to_thread(stack.start_worker)  # returns once the worker is ready
+        # Started on this loop's thread: the flow pauses while a worker starts, so every worker meets events.
+        worker = stack.start_worker()  # returns once the worker is ready
         await asyncio.sleep(kill_every)
         if len(delivered_ids(stack)) >= events:
             break
