@@ -51,6 +51,22 @@ class TwilioSettings(BaseSettings):
         return parse_env_map(value)
 
 
+# Account-level Twilio codes, the same for every Twilio API (messages and calls).
+TWILIO_ACCOUNT_CODES: dict[str, type[DeliveryError]] = {
+    "20003": Rejected,  # authentication failed
+    "20429": RateLimited,
+    "20500": ProviderUnavailable,
+    "20503": ProviderUnavailable,
+}
+
+
+def twilio_client(config: TwilioSettings, settings: Settings,
+                  transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+    """The one client of a Twilio provider: basic auth with the account SID and token."""
+    return build_client(base_url_for(config.base_url, settings, "twilio"),
+                        auth=(config.account_sid, config.auth_token.get_secret_value()), transport=transport)
+
+
 class TwilioSmsProvider(HttpProvider):
     """Twilio Messages API: form-encoded POST with basic auth; receipts to `StatusCallback`."""
 
@@ -73,20 +89,15 @@ class TwilioSmsProvider(HttpProvider):
         "21610": InvalidRecipient,  # recipient replied STOP
         "21408": Rejected,  # region not enabled
         "21606": Rejected,  # 'From' is not a valid SMS-capable number
-        "20003": Rejected,  # authentication failed
         "30007": Rejected,  # carrier filtering
-        "20429": RateLimited,
-        "20500": ProviderUnavailable,
-        "20503": ProviderUnavailable,
+        **TWILIO_ACCOUNT_CODES,
     }
 
     def __init__(self, config: TwilioSettings, settings: Settings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self.settings = settings
-        self.client = build_client(base_url_for(config.base_url, settings, "twilio"),
-                                   auth=(config.account_sid, config.auth_token.get_secret_value()),
-                                   transport=transport)
+        self.client = twilio_client(config, settings, transport)
 
 
 

@@ -15,11 +15,9 @@ from cryptography.fernet import Fernet, InvalidToken
 from pydantic import Field, field_validator
 
 from channels.base import OutboundMessage, SendResult
-from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
+from channels.errors import DeliveryError, InvalidRecipient, Rejected
 from channels.http import (
     HttpProvider,
-    base_url_for,
-    build_client,
     http_errors,
     raise_for_status,
     response_json,
@@ -27,7 +25,7 @@ from channels.http import (
 )
 from channels.phone import EnvMap, parse_env_map, to_e164
 from channels.signatures import safe_equal, twilio_signature
-from channels.sms import TwilioSettings
+from channels.sms import TWILIO_ACCOUNT_CODES, TwilioSettings, twilio_client
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResponse, WebhookResult, callback_url
 from schemas.settings import Settings
 from schemas.status import Status
@@ -185,11 +183,8 @@ class TwilioVoiceProvider(HttpProvider):
         "21219": Rejected,  # 'To' not verified (trial account)
         "21205": Rejected,  # invalid URL (StatusCallback)
         "32018": Rejected,  # Twiml over 4000 characters
-        "20003": Rejected,  # authentication failed
         "20404": Rejected,  # account or resource not found: configuration, not the recipient
-        "20429": RateLimited,
-        "20500": ProviderUnavailable,
-        "20503": ProviderUnavailable,
+        **TWILIO_ACCOUNT_CODES,
     }
 
     def __init__(self, config: TwilioVoiceSettings, settings: Settings, *,
@@ -197,9 +192,7 @@ class TwilioVoiceProvider(HttpProvider):
         self.config = config
         self.settings = settings
         self.fernet = voice_fernet(settings.secret.get_secret_value())
-        self.client = build_client(base_url_for(config.base_url, settings, "twilio"),
-                                   auth=(config.account_sid, config.auth_token.get_secret_value()),
-                                   transport=transport)
+        self.client = twilio_client(config, settings, transport)
 
 
 
