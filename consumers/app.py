@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -170,8 +170,9 @@ def owner_check(app: faust.App, settings: Settings) -> Callable[[str], bool]:
 
 def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
                catalog: Catalog | None = None, publisher: Publisher | None = None,
-               state: State | None = None) -> faust.App:
-    """Build Herald's Faust app. `senders`, `catalog`, `publisher` and `state` may be injected (tests)."""
+               state: State | None = None, clock: Callable[[], datetime] = utcnow) -> faust.App:
+    """Build Herald's Faust app. `senders`, `catalog`, `publisher`, `state` and the `clock` every time-based rule
+    reads (quiet hours, expiry, schedules, leases) may be injected (tests)."""
     app = faust.App(settings.app_id, **faust_config(settings))
     catalog = catalog or load_catalog(settings)
     metrics = Metrics()
@@ -182,28 +183,28 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
               for spec in topic_specs()}
     publisher = publisher or FaustPublisher(topics)
     secret = settings.secret.get_secret_value().encode()
-    statuses = StatusEmitter(publisher, metrics, secret, utcnow)
+    statuses = StatusEmitter(publisher, metrics, secret, clock)
     dead_letters = DeadLetters(publisher, metrics, statuses)
     renderer = Renderer(settings.templates, default_locale=settings.default_locale)
     template_globals = {"brand": settings.brand_name, "document_url": None}
     documents = Documents(app.Table("documents", partitions=settings.partitions,
                                     schema=faust.Schema(key_serializer="raw", value_serializer="raw")),
-                          renderer, secret, settings.public_url, template_globals=template_globals, clock=utcnow)
-    sends = SendLedger(state.sends, utcnow, lease=timedelta(seconds=settings.send_lease))
-    scheduler = Scheduler(state.schedules, publisher, statuses, clock=utcnow, owns=owner_check(app, settings))
+                          renderer, secret, settings.public_url, template_globals=template_globals, clock=clock)
+    sends = SendLedger(state.sends, clock, lease=timedelta(seconds=settings.send_lease))
+    scheduler = Scheduler(state.schedules, publisher, statuses, clock=clock, owns=owner_check(app, settings))
 
-    ledger = PreferenceLedger(state.preferences, clock=utcnow)
+    ledger = PreferenceLedger(state.preferences, clock=clock)
     conversations = Conversations(state.contacts, secret)
     consent = hooks.consent_check(ledger, secret)
-    router = Router(catalog, senders.keys(), clock=utcnow, dedupe=state.dedupe, caps=state.caps, consent=consent,
+    router = Router(catalog, senders.keys(), clock=clock, dedupe=state.dedupe, caps=state.caps, consent=consent,
                     dedupe_window=settings.dedupe_window)
     ingest = IngestStage(router, publisher, statuses, dead_letters, metrics, scheduler)
-    delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=utcnow, catalog=catalog,
+    delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=clock, catalog=catalog,
                              template_globals=template_globals, documents=documents, sends=sends,
                              retry=scheduler.add, publisher=publisher, max_attempts=settings.max_attempts,
-                             consent=consent, session_open=hooks.session_open(ledger, utcnow),
+                             consent=consent, session_open=hooks.session_open(ledger, clock),
                              after_send=hooks.remember_after_send(state.contacts, conversations, catalog, secret,
-                                                                  utcnow),
+                                                                  clock),
                              headers=hooks.unsubscribe_headers(secret, settings.public_url),
                              on_failure=hooks.suppress_dead_addresses(ledger, secret))
     scheduler.on_receipt_check = hooks.receipt_check(sends, delivery)
@@ -228,10 +229,10 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
         await state.ready()
         await scheduler.run(settings.scheduler_interval)
 
-    hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, utcnow, ledger=ledger,
+    hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, clock, ledger=ledger,
                         contacts=hooks.contacts_lookup(state.contacts, secret), secret=secret,
                         on_receipt=hooks.receipt_outcomes(sends, delivery),
-                        on_reply=hooks.answer_replies(conversations, catalog, publisher, statuses, utcnow))
+                        on_reply=hooks.answer_replies(conversations, catalog, publisher, statuses, clock))
     register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=secret)
     register_document_view(app, documents)
 
