@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -54,3 +55,38 @@ async def test_scheduler__a_scheduled_message_survives_a_killed_worker(stack: St
     sent = next(s for s in stack.statuses if s.status is Status.SENT)
     assert sent.at >= due
     assert len(stack.sink.snapshot()) == 1
+
+
+def zone_at_local_hour(now: datetime, hour: int) -> ZoneInfo:
+    """A fixed-offset zone where it is now `hour` o'clock (Etc/GMT zones cover UTC-12 to UTC+14)."""
+    offset = (hour - now.hour + 12) % 24 - 12  # in -12..11
+    name = "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+    return ZoneInfo(name)
+
+
+async def test_quiet_hours__night_waits_for_the_morning_day_goes_now_critical_ignores_them(stack: Stack) -> None:
+    # The bundled catalog (08:00-21:00) instead of the tests' always-open one; zones chosen from the clock, so the
+    # test holds at any hour it runs.
+    stack.settings = stack.settings.model_copy(update={"catalog": None})
+    now = datetime.now(UTC)
+    night, day = zone_at_local_hour(now, 3), zone_at_local_hour(now, 13)
+    sleeper = {**PERSON, "id": "user-night", "email": "night@example.org", "timezone": night.key}
+    worker_bee = {**PERSON, "id": "user-day", "email": "day@example.org", "timezone": day.key}
+    order = CATALOG.types["order.confirmed"].sample
+    events = [make_event("order.confirmed", sleeper, order, channels=["email"]),
+              make_event("order.confirmed", worker_bee, order, channels=["email"]),
+              make_event("password.reset", sleeper, CATALOG.types["password.reset"].sample, channels=["email"])]
+    stack.start_worker()
+    await stack.publish(events)
+    await stack.wait_statuses(lambda ss: len([s for s in ss if s.status in (Status.SENT, Status.SCHEDULED)]) == 3)
+    final = {s.event_id: s for s in stack.statuses if s.status in (Status.SENT, Status.SCHEDULED)}
+    waiting, going, urgent = (final[e["id"]] for e in events)
+    assert (going.status, urgent.status) == (Status.SENT, Status.SENT)
+    assert waiting.status is Status.SCHEDULED
+    reason, due = waiting.detail.split(" ", 1)
+    morning = (now.astimezone(night) + timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
+    if now.astimezone(night).hour < 8:
+        morning -= timedelta(days=1)
+    assert (reason, datetime.fromisoformat(due)) == ("quiet_hours", morning)
+    assert sorted(m["To"].addresses[0].addr_spec for m in stack.sink.snapshot()) == ["day@example.org",
+                                                                                     "night@example.org"]
