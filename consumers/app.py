@@ -33,6 +33,15 @@ from consumers.metrics import CIRCUIT_VALUES, Metrics
 from consumers.preferences import PreferenceLedger
 from consumers.records import PENDING_ACKS, Publisher, Record
 from consumers.replies import Conversations
+from consumers.retention import (
+    Janitor,
+    Rule,
+    caps_expiry,
+    dedupe_expiry,
+    documents_expiry,
+    questions_expiry,
+    sends_expiry,
+)
 from consumers.router import Router, utcnow
 from consumers.scheduler import Scheduler
 from consumers.sends import SendLedger
@@ -168,6 +177,17 @@ def owner_check(app: faust.App, settings: Settings) -> Callable[[str], bool]:
     return owns
 
 
+def retention_rules(state: State, settings: Settings, catalog: Catalog, conversations: Conversations) -> list[Rule]:
+    """What the janitor sweeps and when each entry expires (consumers/retention.py)."""
+    return [Rule("state.dedupe", state.dedupe, dedupe_expiry(settings.dedupe_window)),
+            Rule("state.caps", state.caps, caps_expiry(catalog)),
+            Rule("state.sends", state.sends, sends_expiry(settings.receipt_grace)),
+            Rule("state.contacts", state.contacts, questions_expiry(conversations.max_age)),
+            Rule("state.documents", state.documents, documents_expiry),
+            Rule("state.schedules", state.schedules, None),
+            Rule("preferences", state.preferences, None)]
+
+
 def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
                catalog: Catalog | None = None, publisher: Publisher | None = None,
                state: State | None = None, clock: Callable[[], datetime] = utcnow) -> faust.App:
@@ -187,11 +207,11 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     dead_letters = DeadLetters(publisher, metrics, statuses)
     renderer = Renderer(settings.templates, default_locale=settings.default_locale)
     template_globals = {"brand": settings.brand_name, "document_url": None}
-    documents = Documents(app.Table("documents", partitions=settings.partitions,
-                                    schema=faust.Schema(key_serializer="raw", value_serializer="raw")),
-                          renderer, secret, settings.public_url, template_globals=template_globals, clock=clock)
+    documents = Documents(state.documents, renderer, secret, settings.public_url, template_globals=template_globals,
+                          clock=clock)
     sends = SendLedger(state.sends, clock, lease=timedelta(seconds=settings.send_lease))
-    scheduler = Scheduler(state.schedules, publisher, statuses, clock=clock, owns=owner_check(app, settings))
+    owns = owner_check(app, settings)
+    scheduler = Scheduler(state.schedules, publisher, statuses, clock=clock, owns=owns)
 
     ledger = PreferenceLedger(state.preferences, clock=clock)
     conversations = Conversations(state.contacts, secret)
@@ -228,6 +248,14 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     async def release_scheduled() -> None:
         await state.ready()
         await scheduler.run(settings.scheduler_interval)
+
+    janitor = Janitor(retention_rules(state, settings, catalog, conversations), clock=clock, owns=owns,
+                      metrics=metrics)
+
+    @app.task
+    async def sweep_expired_state() -> None:
+        await state.ready()
+        await janitor.run(settings.retention_interval)
 
     hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, clock, ledger=ledger,
                         contacts=hooks.contacts_lookup(state.contacts, secret), secret=secret,

@@ -128,7 +128,7 @@ class DeliveryStage:
                                          error_class=type(exc).__name__)
             return
         if document_url and self.documents:
-            self.documents.remember(d)
+            await self.documents.remember(d)
         try:
             attachments = await self._attachments(d, rendered)
         except RenderError as exc:

@@ -1,16 +1,17 @@
 """Documents behind signed, expiring links: the invoice PDF that an SMS points to.
 
-An SMS cannot carry a PDF, so the delivery stage keeps the dispatch in a table keyed by message id (a Faust
-table, partitioned like `herald.dispatch.*`, so any worker's web server can route the request to its owner)
-and puts a signed link in the message. The PDF is rendered on request, in the recipient's language, from the
-same `email.<locale>.pdf.j2` template the email attaches.
+An SMS cannot carry a PDF, so the delivery stage keeps the dispatch in `herald.state.documents` keyed by
+message id (a `TopicStore`: it survives crashes, and every worker holds it, so any worker's web server can
+answer the link) and puts a signed link in the message. The retention janitor deletes it when the message
+expires, which is also when the link stops working. The PDF is rendered on request, in the recipient's
+language, from the same `email.<locale>.pdf.j2` template the email attaches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,13 +20,14 @@ from pydantic import ValidationError
 from channels.pdf import html_to_pdf
 from channels.render import Renderer
 from channels.signatures import link_signature
+from consumers.kvstore import KeyValueStore
 from schemas.dispatch import Dispatch
 
 
 class Documents:
     """Remembers dispatches whose type has a document, signs links to it, and renders it on request."""
 
-    def __init__(self, store: MutableMapping[bytes, bytes], renderer: Renderer, secret: bytes, public_url: str, *,
+    def __init__(self, store: KeyValueStore, renderer: Renderer, secret: bytes, public_url: str, *,
                  template_globals: Mapping[str, Any], clock: Callable[[], datetime]) -> None:
         self.store = store
         self.renderer = renderer
@@ -46,9 +48,9 @@ class Documents:
         signature = link_signature(self.secret, "document", d.message_id, expires)
         return f"{self.public_url}/documents/{d.message_id}.pdf?e={expires}&s={signature}"
 
-    def remember(self, d: Dispatch) -> None:
-        # Raw bytes keys: the same bytes as the dispatch record's key, so the table partitions like it.
-        self.store[d.message_id.encode()] = d.model_dump_json().encode()
+    async def remember(self, d: Dispatch) -> None:
+        """Keep the dispatch until it expires (durably: the link goes out in the message right after)."""
+        await self.store.put(d.message_id, d.model_dump_json().encode(), durable=True)
 
     def verify(self, message_id: str, expires: str, signature: str) -> bool:
         if not expires.isdigit() or int(expires) < self.clock().timestamp():
@@ -56,8 +58,8 @@ class Documents:
         return hmac.compare_digest(link_signature(self.secret, "document", message_id, expires), signature)
 
     async def pdf(self, message_id: str) -> bytes | None:
-        """The document as PDF bytes, or None when this worker's table does not have it."""
-        raw = self.store.get(message_id.encode())
+        """The document as PDF bytes, or None when there is none (unknown, or expired and deleted)."""
+        raw = self.store.get(message_id)
         if raw is None:
             return None
         try:

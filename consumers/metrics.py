@@ -54,5 +54,12 @@ class Metrics:
                                    "Circuit breaker per provider: 0 closed, 1 half-open, 2 open.",
                                    ["channel", "provider"], registry=r)
 
+        self.state_entries = Gauge("herald_state_entries",
+                                   "Entries in each state store after the last retention sweep (every worker "
+                                   "holds them all in memory).", ["store"], registry=r)
+        self.state_expired = Counter("herald_state_expired_total",
+                                     "State entries deleted by the retention sweep because they expired.",
+                                     ["store"], registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,13 +17,15 @@ class State:
     sends: KeyValueStore  # the send ledger (pending/sent/…), by message id
     preferences: KeyValueStore  # the consent ledger, by recipient id (herald.preferences)
     contacts: KeyValueStore  # open questions and address -> recipient, by address HMAC
+    documents: KeyValueStore  # dispatches whose document a signed link serves, by message id
 
     @classmethod
     def on_topics(cls, settings: Settings) -> State:
         return cls(dedupe=TopicStore(settings, "state.dedupe"), caps=TopicStore(settings, "state.caps"),
                    schedules=TopicStore(settings, "state.schedules"), sends=TopicStore(settings, "state.sends"),
                    preferences=TopicStore(settings, "preferences"),
-                   contacts=TopicStore(settings, "state.contacts"))
+                   contacts=TopicStore(settings, "state.contacts"),
+                   documents=TopicStore(settings, "state.documents"))
 
     @classmethod
     def in_memory(cls) -> State:

@@ -16,7 +16,8 @@ from schemas.settings import Settings
 log = logging.getLogger(__name__)
 
 LANES = ("", ".critical")
-STATE_TOPICS = ("state.contacts", "state.dedupe", "state.caps", "state.schedules", "state.sends")
+STATE_TOPICS = ("state.contacts", "state.dedupe", "state.caps", "state.schedules", "state.sends",
+                "state.documents")
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     send_lease: float = Field(default=10.0, gt=0, description="Seconds a `pending` send belongs to the worker "
                               "that started it; after that another worker may send it.")
     scheduler_interval: float = Field(default=0.5, gt=0, description="Seconds between scheduler passes.")
+    retention_interval: float = Field(default=300.0, gt=0, description="Seconds between sweeps that delete "
+                                      "expired state (dedupe keys, cap counters, send records, questions, "
+                                      "documents).")
+    receipt_grace: timedelta = Field(default=timedelta(days=3), description="How long a send record is kept "
+                                     "after its message expires, so late receipts still find it (seconds or "
+                                     "ISO 8601 duration).")
     email_concurrency: int = Field(default=32, ge=1, description="Emails in flight per worker.")
     channel_concurrency: int = Field(default=16, ge=1, description="Sends in flight per worker, other channels.")
     web_host: str = Field(default="127.0.0.1", description="Interface of the web server.")

@@ -9,6 +9,7 @@ import pytest
 
 from channels.render import Renderer
 from consumers.documents import Documents
+from consumers.kvstore import MemoryStore
 from schemas.dispatch import Dispatch
 from schemas.events import Recipient
 
@@ -26,8 +27,8 @@ def dispatch(event_type: str = "invoice.issued", channel: str = "sms") -> Dispat
                     expires_at=NOW + timedelta(days=30))
 
 
-def documents(now: datetime = NOW) -> tuple[Documents, dict[bytes, bytes]]:
-    store: dict[bytes, bytes] = {}
+def documents(now: datetime = NOW) -> tuple[Documents, MemoryStore]:
+    store = MemoryStore()
     return Documents(store, Renderer(), b"secret", "https://herald.example.com/",
                      template_globals={"brand": "Shop", "document_url": None}, clock=lambda: now), store
 
@@ -43,12 +44,12 @@ async def test_documents__sms_of_a_type_with_a_pdf_gets_a_signed_link_that_serve
     link = docs.link_for(dispatch())
     assert link is not None and link.startswith("https://herald.example.com/documents/msg-doc.pdf?e=")
     assert len(link) < 110  # it has to fit in an SMS next to the text
-    docs.remember(dispatch())
+    await docs.remember(dispatch())
     message_id, expires, signature = parts(link)
     assert docs.verify(message_id, expires, signature)
     pdf = await docs.pdf(message_id)
     assert pdf is not None and pdf.startswith(b"%PDF")
-    assert b"msg-doc" in store
+    assert "msg-doc" in set(store.list_keys())
 
 
 @pytest.mark.parametrize(("event_type", "channel"), [("order.confirmed", "sms"), ("invoice.issued", "email")],
