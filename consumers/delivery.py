@@ -76,6 +76,7 @@ class DeliveryStage:
         self.template_globals = dict(template_globals or {})
         self.max_attempts = max_attempts
         self.backoff = backoff
+        self._in_flight: set[str] = set()  # message ids this worker is handling right now
 
     async def handle(self, record: Record) -> None:
         try:
@@ -95,6 +96,18 @@ class DeliveryStage:
             self.metrics.duplicates_prevented.labels(d.channel).inc()
             await self.statuses.for_dispatch(d, Status.DEDUPLICATED, detail="already_sent")
             return
+        if self.sends and self.retry and d.message_id in self._in_flight:
+            # Another copy of this dispatch (a replayed event's) is on its way out of this very worker, which may
+            # not have written `pending` yet: look again when a lease would end.
+            await self.retry(self.clock() + self.sends.lease, d, "lease")
+            return
+        self._in_flight.add(d.message_id)  # no await since the check above: the claim is atomic
+        try:
+            await self._deliver(record, d)
+        finally:
+            self._in_flight.discard(d.message_id)
+
+    async def _deliver(self, record: Record, d: Dispatch) -> None:
         if self.sends and self.retry and (lease_ends := self.sends.lease_held(d)):
             # Another worker took this attempt moments ago (a rebalance), or died sending it: look again when
             # its lease ends, and send then if it is still not done.

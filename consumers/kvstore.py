@@ -84,7 +84,9 @@ class TopicStore:
             return
         self._started = True
         kwargs = kafka_client_kwargs(self.settings)
-        self._producer = AIOKafkaProducer(**kwargs, linger_ms=2)
+        # No linger: a durable write (the send ledger's `sent`) closes the only window in which a crash can
+        # duplicate a send, so it goes at once; writes still batch while a request is in flight.
+        self._producer = AIOKafkaProducer(**kwargs, linger_ms=0)
         self._consumer = AIOKafkaConsumer(**kwargs, enable_auto_commit=False, auto_offset_reset="earliest")
         await self._producer.start()
         await self._consumer.start()

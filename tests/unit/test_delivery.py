@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -213,3 +214,19 @@ async def test_deliver__an_attempt_another_worker_holds_waits_for_its_lease() ->
     assert sender.sent == []
     [(due, again, reason)] = retries
     assert reason == "lease" and due == NOW + timedelta(seconds=60) and again.attempt == 1
+
+
+async def test_deliver__two_copies_in_flight_in_one_worker_are_sent_once() -> None:
+    # The first copy is suspended building its attachment (before its `pending` record exists) when a replayed
+    # copy arrives: the second must wait for a lease, not send alongside.
+    sender = ScriptedSender()
+    s, publisher, retries = stage_with_state(sender)
+    payload = {"order_id": "1001", "total": "59.90", "currency": "EUR", "items": [],
+               "attachments": [{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]}
+    await asyncio.gather(s.handle(record(dispatch(payload=payload))), s.handle(record(dispatch(payload=payload))))
+    assert len(sender.sent) == 1
+    [(due, _, reason)] = retries
+    assert (reason, due) == ("lease", NOW + s.sends.lease)  # type: ignore[union-attr]
+    assert [x.status for x in publisher.statuses()] == [Status.SENT]
+    await s.handle(record(dispatch(payload=payload)))  # when the lease ends: already sent
+    assert len(sender.sent) == 1 and publisher.statuses()[-1].status is Status.DEDUPLICATED
