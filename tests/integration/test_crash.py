@@ -85,6 +85,17 @@ async def crash_run(stack: Stack, events: int, kill_every: float, deadline: floa
             "seconds": int(time.monotonic() - started)}
 
 
+def duplicate_limit(events: int, kills: int) -> float:
+    """0.1 % of the events: the acceptance bound, checked as such on 20,000 events (`make test-slow`).
+
+    Duplicates come in bursts at kills: the sends a provider accepted in the milliseconds before the SIGKILL,
+    whose `sent` record had not reached the broker yet (runs of 2,000 give 0 most often, sometimes 2-4 from one
+    kill). Five kills over 2,000 events cannot resolve 0.1 % (2 messages), so a short run also allows one burst
+    of that window per kill; a broken ledger would resend whole replayed batches and still fail it.
+    """
+    return events * 0.001 + (kills if events < 20_000 else 0)
+
+
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("events", [int(os.environ.get("HERALD_CRASH_EVENTS", "2000"))])
 async def test_crash__sigkill_every_5_seconds_loses_nothing(stack: Stack, events: int) -> None:
@@ -92,9 +103,16 @@ async def test_crash__sigkill_every_5_seconds_loses_nothing(stack: Stack, events
     # rebalance of the dead member).
     result = await crash_run(stack, events, kill_every=5.0, deadline=60 + events / 20, per_second=100)
     print(f"crash run: {result}")
+    histories: dict[str, list[str]] = {}
+    async for record in read_topic(stack.settings, "status"):
+        s = parse_status(record)
+        histories.setdefault(s.message_id, []).append(f"{s.status.value}/{s.attempt}/{s.detail}@{s.at:%S.%f}")
+    twice = {m: histories.get(m) for m, c in delivered_ids(stack).items() if c > 1}
+    print(f"sent twice: {twice}")
     assert result["kills"] >= 2
     assert result["unique"] == events  # 0 lost
-    assert result["duplicates"] <= events * 0.001  # ≤ 0.1 % sent twice
+    assert max(delivered_ids(stack).values()) <= 2, twice  # the lease lets a crash resend a message once at most
+    assert result["duplicates"] <= duplicate_limit(events, result["kills"]), twice
     # Every message reached a final status: `sent` (final for email without receipts), or `deduplicated`
     # when a replayed event or dispatch found it already sent (a crash can land between the send ledger's
     # record and the `sent` status; then `deduplicated` is what is left).
