@@ -217,7 +217,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     conversations = Conversations(state.contacts, secret)
     consent = hooks.consent_check(ledger, secret)
     router = Router(catalog, senders.keys(), clock=clock, dedupe=state.dedupe, caps=state.caps, consent=consent,
-                    dedupe_window=settings.dedupe_window)
+                    dedupe_window=settings.dedupe_window, preferences=ledger.get)
     ingest = IngestStage(router, publisher, statuses, dead_letters, metrics, scheduler)
     delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=clock, catalog=catalog,
                              template_globals=template_globals, documents=documents, sends=sends,

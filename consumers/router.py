@@ -19,7 +19,8 @@ from consumers.kvstore import KeyValueStore, MemoryStore
 from consumers.policy import cap_key, dedupe_key, next_send_time, quiet_hours_apply, send_window
 from schemas.catalog import Catalog, CatalogEntry, Priority
 from schemas.dispatch import Dispatch
-from schemas.events import CloudEvent
+from schemas.events import CloudEvent, Recipient
+from schemas.preferences import Preferences
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ def never_refuse(recipient_id: str, category: str, channel: str, address: str) -
     return None
 
 
+def no_preferences(recipient_id: str) -> Preferences | None:
+    return None
+
+
 class Router:
     """Turns one raw event record into dispatches, or a rejection with its reason.
 
@@ -97,7 +102,8 @@ class Router:
 
     def __init__(self, catalog: Catalog, channels: Collection[str], *, clock: Callable[[], datetime] = utcnow,
                  dedupe: KeyValueStore | None = None, caps: KeyValueStore | None = None,
-                 consent: ConsentCheck = never_refuse, dedupe_window: timedelta = timedelta(days=7)) -> None:
+                 consent: ConsentCheck = never_refuse, dedupe_window: timedelta = timedelta(days=7),
+                 preferences: Callable[[str], Preferences | None] = no_preferences) -> None:
         self.catalog = catalog
         self.channels = set(channels)
         self.clock = clock
@@ -105,6 +111,7 @@ class Router:
         self.caps = caps or MemoryStore()
         self.consent = consent
         self.dedupe_window = dedupe_window
+        self.preferences = preferences
 
     def parse(self, value: bytes | None, headers: Mapping[str, bytes]) -> CloudEvent | Rejection:
         if not any(k.startswith("ce_") for k in headers):
@@ -131,6 +138,7 @@ class Router:
         if missing := [f for f in entry.required if f not in event.data.payload]:
             return RouteResult(event=event, entry=entry, rejection=Rejection(
                 "missing_payload_field", f"payload lacks {', '.join(missing)}"))
+        event, preferred = self._personalised(event)
         result = RouteResult(event=event, entry=entry)
         if entry.cancels and entry.cancel_key:
             value_key = str(event.data.payload[entry.cancel_key])
@@ -159,6 +167,7 @@ class Router:
         if not allowed:
             result.suppressed = refusals[0][2]
             return result
+        allowed.sort(key=lambda pair: pair[0] != preferred)  # stable: the rest keep the catalog's order
 
         dues = self._due_times(event, entry, now)
         if dues is None:
@@ -191,6 +200,27 @@ class Router:
             else:
                 result.scheduled.append((due, dispatch, reason))
         return result
+
+    def _personalised(self, event: CloudEvent) -> tuple[CloudEvent, str | None]:
+        """The event with the person's own locale and time zone from the preference ledger, which win over the
+        event's, and their preferred channel (tried first where the type and consent allow it)."""
+        try:
+            prefs = self.preferences(event.data.to.id)
+        except ValueError:  # an unreadable document: consent fails closed on its own; routing goes on without it
+            prefs = None
+        if prefs is None:
+            return event, None
+        preferred = prefs.preferred_channel.value if prefs.preferred_channel else None
+        update = {name: value for name in ("locale", "timezone") if (value := getattr(prefs, name))}
+        if not update:
+            return event, preferred
+        try:
+            to = Recipient.model_validate({**event.data.to.model_dump(), **update})
+        except ValidationError:
+            log.warning("preferred locale or time zone unusable; the event's kept",
+                        extra={"fields": ",".join(sorted(update))})
+            return event, preferred
+        return event.model_copy(update={"data": event.data.model_copy(update={"to": to})}), preferred
 
     def _candidates(self, event: CloudEvent, entry: CatalogEntry) -> list[tuple[str, str]]:
         """(channel, address) in the catalog's order, narrowed by the event's `channels`, that have a sender."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from consumers.app import create_app
 from consumers.publish import make_event
 from consumers.state import State
+from schemas.preferences import Preferences
 from schemas.settings import Settings
 from schemas.status import Status
 from tests.fakes import RecordingPublisher, ScriptedSender
@@ -76,3 +78,19 @@ async def test_agent__unexpected_exception_is_dead_lettered_and_agent_goes_on(se
     letters = publisher.on("deadletter")
     assert [(r.headers["herald-error"], r.headers["herald-error-detail"]) for r in letters] == [
         (b"internal_error", b"RuntimeError")] * 2
+
+
+async def test_route_events__follows_the_preference_ledger_for_channel_language_and_zone(settings: Settings) -> None:
+    publisher, state = RecordingPublisher(), State.in_memory()
+    app = create_app(settings, senders={"email": ScriptedSender(), "sms": ScriptedSender(name="sms", channel="sms")},
+                     publisher=publisher, state=state)
+    preferences = Preferences(recipient_id="user-42", preferred_channel="sms", locale="es-MX",
+                              timezone="America/Mexico_City", updated_at=datetime.now(UTC))
+    await state.preferences.put("user-42", preferences.model_dump_json().encode())
+    async with app.agents["route_events"].test_context() as agent:  # type: ignore[attr-defined]
+        await agent.put(orjson.dumps(make_event("order.confirmed", {**ANA, "phone": "+34600111222"}, SAMPLE)),
+                        key=b"user-42")
+    [dispatch] = publisher.json("dispatch.sms")
+    assert (dispatch["fallback"], dispatch["to"]["locale"], dispatch["to"]["timezone"]) == (
+        ["email"], "es-MX", "America/Mexico_City")
+    assert publisher.on("dispatch.email") == []

@@ -10,8 +10,9 @@ import pytest
 
 from consumers.app import BUNDLED_CATALOG
 from consumers.publish import make_event
-from consumers.router import Router
+from consumers.router import Router, RouteResult
 from schemas.catalog import Catalog
+from schemas.preferences import Preferences
 
 pytestmark = pytest.mark.unit
 
@@ -128,3 +129,49 @@ def test_route__missing_time_uses_the_record_timestamp() -> None:
     received = NOW - timedelta(seconds=5)
     [d] = router().route(orjson.dumps(e), {}, received_at=received).dispatches
     assert d.event_time == received
+
+
+def prefs(**fields: Any) -> Preferences:
+    return Preferences(recipient_id=ANA["id"], updated_at=NOW, **fields)
+
+
+def routed_with(preferences: Preferences | None, event_type: str = "order.confirmed",
+                channels: tuple[str, ...] = ("email", "sms")) -> RouteResult:
+    r = Router(CATALOG, channels, clock=lambda: NOW, preferences=lambda rid: preferences)
+    payload = CATALOG.types[event_type].sample
+    return r.route(orjson.dumps(event(event_type, payload=payload)), {})
+
+
+def test_preferences__the_preferred_channel_goes_first_and_the_catalog_order_stays_behind_it() -> None:
+    assert CATALOG.types["order.confirmed"].channels[0].value == "email"
+    [d] = routed_with(prefs(preferred_channel="sms")).dispatches
+    assert (d.channel, d.fallback) == ("sms", ["email"])
+    [d] = routed_with(None).dispatches
+    assert (d.channel, d.fallback) == ("email", ["sms"])
+
+
+def test_preferences__a_preferred_channel_the_type_does_not_use_changes_nothing() -> None:
+    [d] = routed_with(prefs(preferred_channel="push")).dispatches
+    assert d.channel == "email"
+
+
+def test_preferences__locale_and_time_zone_override_the_event_and_drive_quiet_hours() -> None:
+    # 10:00 UTC is 19:00 in Tokyo: inside the window; 22:00 in Auckland (UTC+13 in November): quiet hours.
+    [d] = routed_with(prefs(locale="de-DE", timezone="Asia/Tokyo")).dispatches
+    assert (d.to.locale, d.to.timezone, d.to.email) == ("de-DE", "Asia/Tokyo", ANA["email"])
+    result = routed_with(prefs(timezone="Pacific/Auckland"))
+    [(due, _, reason)] = result.scheduled
+    assert reason == "quiet_hours" and due == datetime(2026, 11, 24, 19, 0, tzinfo=UTC)  # 08:00 NZDT
+
+
+@pytest.mark.parametrize("broken", [prefs(timezone="Mars/Olympus"), ValueError("unreadable document")],
+                         ids=["unknown_zone", "unreadable_document"])
+def test_preferences__unusable_preferences_leave_the_event_as_it_came(broken: Preferences | Exception) -> None:
+    def lookup(_rid: str) -> Preferences | None:
+        if isinstance(broken, Exception):
+            raise broken
+        return broken
+
+    r = Router(CATALOG, ("email",), clock=lambda: NOW, preferences=lookup)
+    [d] = r.route(orjson.dumps(event()), {}).dispatches
+    assert (d.to.timezone, d.to.locale) == (ANA["timezone"], ANA["locale"])
