@@ -74,13 +74,29 @@ class IngestStage:
         # send ledger keeps the replay from sending twice.
         # Only once the dispatches are acknowledged: a dedupe key recorded for a dispatch that a crash then lost
         # would make the replayed event look like a duplicate, and the message would never go.
+        # Until then the router counts them as pending, so the rest of the batch sees them.
+        pending = self.router.pending
         if result.dedupe_key:
             key, seen = result.dedupe_key, self.router.clock().isoformat().encode()
-            await once_durable(lambda: self.dedupe.put(key, seen))
+            pending.dedupe.add(key)
+
+            async def remember() -> None:
+                try:
+                    await self.dedupe.put(key, seen)
+                finally:
+                    pending.dedupe.discard(key)
+
+            await once_durable(remember)
         if result.cap_key:
             cap, added = result.cap_key, len(result.dispatches) + len(result.scheduled)
+            pending.caps[cap] += added
 
             async def count() -> None:
-                await self.caps.put(cap, str(int(self.caps.get(cap) or b"0") + added).encode())
+                try:
+                    await self.caps.put(cap, str(int(self.caps.get(cap) or b"0") + added).encode())
+                finally:
+                    pending.caps[cap] -= added
+                    if pending.caps[cap] <= 0:
+                        del pending.caps[cap]
 
             await once_durable(count)

@@ -7,6 +7,7 @@ what it decides. The router forwards; it never sends, and knows no provider.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -93,6 +94,15 @@ def no_preferences(recipient_id: str) -> Preferences | None:
     return None
 
 
+@dataclass
+class Pending:
+    """Decisions the ingest stage has taken but not recorded yet (it records them once the batch's messages are
+    acknowledged), so that a later event of the same batch sees them: one key, one message; a cap is a cap."""
+
+    dedupe: set[str] = field(default_factory=set)
+    caps: Counter[str] = field(default_factory=Counter)
+
+
 class Router:
     """Turns one raw event record into dispatches, or a rejection with its reason.
 
@@ -112,6 +122,7 @@ class Router:
         self.consent = consent
         self.dedupe_window = dedupe_window
         self.preferences = preferences
+        self.pending = Pending()
 
     def parse(self, value: bytes | None, headers: Mapping[str, bytes]) -> CloudEvent | Rejection:
         if not any(k.startswith("ce_") for k in headers):
@@ -152,7 +163,8 @@ class Router:
             result.expired = True
             return result
         key = dedupe_key(event.tenant, event.dedupe_key)
-        if (seen := self.dedupe.get(key)) and now - datetime.fromisoformat(seen.decode()) < self.dedupe_window:
+        seen = self.dedupe.get(key)
+        if key in self.pending.dedupe or (seen and now - datetime.fromisoformat(seen.decode()) < self.dedupe_window):
             result.deduplicated = True
             return result
         result.dedupe_key = key
@@ -176,7 +188,7 @@ class Router:
         if entry.category.value in self.catalog.frequency_caps:
             cap = self.catalog.frequency_caps[entry.category]
             result.cap_key = cap_key(event.data.to.id, entry.category, cap.per, now)
-            if int(self.caps.get(result.cap_key) or b"0") >= cap.count:
+            if int(self.caps.get(result.cap_key) or b"0") + self.pending.caps[result.cap_key] >= cap.count:
                 result.suppressed = "frequency_cap"
                 result.cap_key = None
                 return result
