@@ -108,7 +108,9 @@ class TokenBucket:
     """`rate` tokens per second, at most `burst` saved up (default: one second's worth, at least one).
 
     `acquire` waits its turn: waiters queue on one lock, so they are served first come, first served, and only
-    the head of the queue sleeps (no herd of waiters waking to race for each token).
+    the head of the queue sleeps (no herd of waiters waking to race for each token). An `urgent` acquire (a code,
+    a password reset) goes before every ordinary one, however many are queued: it waits at most for the one
+    ordinary waiter already sleeping at the head, which then steps back without taking the token.
     """
 
     def __init__(self, rate: float, burst: float | None = None, *, clock: Clock = time.monotonic,
@@ -123,6 +125,9 @@ class TokenBucket:
         self._tokens = burst
         self._updated = clock()
         self._lock = asyncio.Lock()
+        self._urgent = 0  # urgent acquires waiting
+        self._no_urgent = asyncio.Event()
+        self._no_urgent.set()
 
     @property
     def tokens(self) -> float:
@@ -135,25 +140,38 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + max(0.0, now - self._updated) * self.rate)
         self._updated = now
 
-    async def acquire(self, tokens: float = 1.0) -> float:
+    async def acquire(self, tokens: float = 1.0, *, urgent: bool = False) -> float:
         """Wait until `tokens` are available and take them; returns the seconds waited.
 
         More tokens than `burst` (a long SMS on a 1-segment-per-second number) wait for a full bucket and leave it
         in debt, so the next caller waits the difference: the rate holds without refusing the big ones.
         """
         need = min(tokens, self.burst)
-        async with self._lock:
-            start = self._clock()
+        start = self._clock()
+        if urgent:
+            self._urgent += 1
+            self._no_urgent.clear()
+        try:
             while True:
-                self._refill()
-                if self._tokens >= need - EPSILON:
-                    self._tokens -= tokens
-                    return self._clock() - start
-                await self._sleep((need - self._tokens) / self.rate)
+                if not urgent:
+                    await self._no_urgent.wait()
+                async with self._lock:
+                    while urgent or not self._urgent:
+                        self._refill()
+                        if self._tokens >= need - EPSILON:
+                            self._tokens -= tokens
+                            return self._clock() - start
+                        await self._sleep((need - self._tokens) / self.rate)
+                # An urgent acquire arrived while this one queued or slept: it steps back and queues again after.
+        finally:
+            if urgent:
+                self._urgent -= 1
+                if not self._urgent:
+                    self._no_urgent.set()
 
     def try_acquire(self, tokens: float = 1.0) -> bool:
         """Take `tokens` if they are there now and nobody is queued before us; never waits."""
-        if self._lock.locked():
+        if self._lock.locked() or self._urgent:
             return False
         self._refill()
         if self._tokens >= min(tokens, self.burst) - EPSILON:
@@ -206,8 +224,9 @@ class RateLimitedSender(ProviderWrapper):
         if self.bucket is not None:
             buckets.append(self.bucket)
         # The narrow bucket first: waiting on a number's bucket while holding an account token would waste it.
+        urgent = message.options.get("priority") == "critical"
         for bucket in buckets:
-            await bucket.acquire(tokens)
+            await bucket.acquire(tokens, urgent=urgent)
         try:
             return await self.inner.send(message)
         except RateLimited as exc:

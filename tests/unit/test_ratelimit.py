@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -43,6 +44,16 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)
+
+
+class LingeringClock(FakeClock):
+    """A `FakeClock` whose sleeps let the other tasks run a few rounds: what arrives "during" a sleep does."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        for _ in range(10):
+            await asyncio.sleep(0)
 
 
 class TimedSender(ScriptedSender):
@@ -117,6 +128,36 @@ async def test_token_bucket__concurrent_acquirers_are_served_in_order_one_sleep_
     assert [t for _, t in served] == pytest.approx([1, 2, 3, 4, 5])
     # Only the head of the queue sleeps: no herd of waiters waking up for every token.
     assert clock.sleeps == pytest.approx([1, 1, 1, 1, 1])
+
+
+async def test_token_bucket__an_urgent_acquire_goes_before_every_queued_ordinary_one() -> None:
+    clock = LingeringClock()
+    b = bucket(clock, rate=1, burst=1)
+    await b.acquire()  # empty
+    served: list[tuple[str, float]] = []
+
+    async def take(name: str, urgent: bool = False) -> None:
+        await b.acquire(urgent=urgent)
+        served.append((name, clock()))
+
+    ordinary = [asyncio.create_task(take(n)) for n in "abcde"]
+    await asyncio.sleep(0)  # "a" sleeps at the head, the others queue behind it
+    await asyncio.gather(take("code", urgent=True), *ordinary)
+    assert served == [("code", 1), ("a", 2), ("b", 3), ("c", 4), ("d", 5), ("e", 6)]
+    assert b.try_acquire() is False and b._no_urgent.is_set()
+
+
+async def test_token_bucket__a_cancelled_urgent_acquire_releases_the_ordinary_ones() -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate=1, burst=1)
+    await b.acquire()
+    holder = asyncio.create_task(b.acquire())  # sleeps at the head, holding the lock
+    await asyncio.sleep(0)
+    urgent = asyncio.create_task(b.acquire(urgent=True))
+    await asyncio.sleep(0)
+    urgent.cancel()
+    await asyncio.gather(urgent, return_exceptions=True)
+    assert await asyncio.wait_for(holder, 1) == pytest.approx(1)  # steps back once, then gets the next token
 
 
 async def test_token_bucket__try_acquire_does_not_jump_the_queue() -> None:
@@ -239,6 +280,20 @@ async def test_rate_limited__provider_bucket_applies_across_senders() -> None:
     for address in ("+34600111222", "+44700111222", "+33600111222"):
         await sender.send(message(address))
     assert inner.times == pytest.approx([0, 0.5, 1.0])
+
+
+async def test_rate_limited__a_critical_message_overtakes_queued_ones_on_the_same_number() -> None:
+    clock = LingeringClock()
+    inner = TimedSender(clock, name="twilio", channel="sms")
+    limited = RateLimitedSender(inner, bucket(clock, rate=1, burst=1))
+    await limited.send(message(n=0))
+    queued = [asyncio.create_task(limited.send(message(n=i))) for i in range(1, 6)]
+    await asyncio.sleep(0)
+    otp = message(n=99)
+    otp = dataclasses.replace(otp, options={"priority": "critical"})
+    await asyncio.gather(limited.send(otp), *queued)
+    assert [m.message_id for m in inner.sent][:2] == ["msg-0", "msg-99"]
+    assert inner.times == pytest.approx([0, 1, 2, 3, 4, 5, 6])
 
 
 async def test_rate_limited__cost_takes_segments() -> None:
