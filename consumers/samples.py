@@ -34,13 +34,25 @@ def sim_behaviour() -> dict[str, Any]:
                            EMMA["email"]: {"open": True}}}
 
 
-def business_customer(sim_url: str) -> dict[str, Any]:
+def zone_at_local_hour(now: datetime, hour: int) -> str:
+    """A fixed-offset IANA zone where it is now `hour` o'clock (`Etc/GMT` zones cover UTC-12 to UTC+11 here)."""
+    offset = (hour - now.hour + 12) % 24 - 12
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"  # POSIX sign: inverted
+
+
+def business_customer(sim_url: str, timezone: str = "UTC") -> dict[str, Any]:
     """A business customer reached by signed webhook (the simulator's customer endpoint)."""
-    return {"id": "acme-erp", "webhook_url": f"{sim_url.rstrip('/')}/customer/webhook", "locale": "en"}
+    return {"id": "acme-erp", "webhook_url": f"{sim_url.rstrip('/')}/customer/webhook", "locale": "en",
+            "timezone": timezone}
 
 
 def sample_events(catalog: Catalog, sim_url: str = "http://127.0.0.1:8090") -> list[dict[str, Any]]:
-    """One event per catalog type round-robin over people, the channel showcase, and one business webhook."""
+    """One event per catalog type round-robin over people, the channel showcase, and one business webhook.
+
+    The per-type samples keep the people's own zones, so at their night quiet hours show (`scheduled`); the
+    showcase and the webhook go to a zone where it is midday now, so every channel shows at any hour.
+    """
+    midday = zone_at_local_hour(datetime.now(UTC), 12)
     events = []
     shown = [(t, e) for t, e in catalog.types.items() if e.channels and not t.startswith("reply.")]
     for i, (event_type, entry) in enumerate(shown):
@@ -50,9 +62,10 @@ def sample_events(catalog: Catalog, sim_url: str = "http://127.0.0.1:8090") -> l
         payload = dict(catalog.types[event_type].sample)
         if event_type == "appointment.reminder":  # in three hours: past both reminder times, so it goes now
             payload["appointment_at"] = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
-        events.append(make_event(event_type, person, payload, source="herald/demo", tenant="demo",
-                                 channels=channels))
-    events.append(make_event("order.confirmed", business_customer(sim_url), catalog.types["order.confirmed"].sample,
+        events.append(make_event(event_type, {**person, "timezone": midday}, payload, source="herald/demo",
+                                 tenant="demo", channels=channels))
+    events.append(make_event("order.confirmed", business_customer(sim_url, midday),
+                             catalog.types["order.confirmed"].sample,
                              source="herald/demo", tenant="acme", channels=["webhook"]))
     return events
 

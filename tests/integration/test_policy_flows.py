@@ -10,6 +10,7 @@ import pytest
 
 from channels.simulator.app import SimServer
 from consumers.publish import make_event
+from consumers.samples import zone_at_local_hour
 from schemas.status import Status
 from tests.integration.harness import Stack
 from tests.integration.test_channels import CATALOG, SIM_ENV, configure
@@ -57,19 +58,12 @@ async def test_scheduler__a_scheduled_message_survives_a_killed_worker(stack: St
     assert len(stack.sink.snapshot()) == 1
 
 
-def zone_at_local_hour(now: datetime, hour: int) -> ZoneInfo:
-    """A fixed-offset zone where it is now `hour` o'clock (Etc/GMT zones cover UTC-12 to UTC+14)."""
-    offset = (hour - now.hour + 12) % 24 - 12  # in -12..11
-    name = "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
-    return ZoneInfo(name)
-
-
 async def test_quiet_hours__night_waits_for_the_morning_day_goes_now_critical_ignores_them(stack: Stack) -> None:
     # The bundled catalog (08:00-21:00) instead of the tests' always-open one; zones chosen from the clock, so the
     # test holds at any hour it runs.
     stack.settings = stack.settings.model_copy(update={"catalog": None})
     now = datetime.now(UTC)
-    night, day = zone_at_local_hour(now, 3), zone_at_local_hour(now, 13)
+    night, day = ZoneInfo(zone_at_local_hour(now, 3)), ZoneInfo(zone_at_local_hour(now, 13))
     sleeper = {**PERSON, "id": "user-night", "email": "night@example.org", "timezone": night.key}
     worker_bee = {**PERSON, "id": "user-day", "email": "day@example.org", "timezone": day.key}
     order = CATALOG.types["order.confirmed"].sample
