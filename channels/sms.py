@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field, SecretStr, field_validator
@@ -146,18 +146,23 @@ VONAGE_CLIENT_REF_MAX = 100  # Vonage truncates longer `client-ref` values, whic
 HERALD_QUERY_PARAMS = ("message_id",)  # what `callback_url` puts in the callback URL itself
 
 
-def vonage_signature(secret: str, params: Mapping[str, str]) -> str:
-    """Vonage's signed-request `sig`: upper-case hex HMAC-SHA256, keyed by the signature secret, of every
-    parameter but `sig`, sorted by name, each as `&name=value` with `&` and `=` in values replaced by `_`.
+VonageSignatureMethod = Literal["md5hash", "md5", "sha1", "sha256", "sha512"]
+VONAGE_HMACS: dict[str, str] = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}
 
-    https://developer.vonage.com/en/getting-started/concepts/signing-messages (the HMAC variants give upper-case
-    hex; Vonage's SDKs compare case-insensitively, so `verify_webhook` does too).
+
+def vonage_signature(secret: str, params: Mapping[str, str], method: VonageSignatureMethod = "sha256") -> str:
+    """Vonage's signed-request `sig` over every parameter but `sig`, sorted by name, each as `&name=value` with
+    `&` and `=` in values replaced by `_`: for the HMAC methods the upper-case hex HMAC of that string keyed by
+    the signature secret; for `md5hash` (the dashboard's default) the lower-case hex MD5 of the string followed by
+    the secret. Vonage's SDKs compare case-insensitively, so `verify_webhook` does too.
+
+    https://developer.vonage.com/en/getting-started/concepts/signing-messages
     """
-    mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
-    for key in sorted(k for k in params if k != "sig"):
-        value = str(params[key]).replace("&", "_").replace("=", "_")
-        mac.update(f"&{key}={value}".encode())
-    return mac.hexdigest().upper()
+    query = "".join(f"&{key}={str(params[key]).replace('&', '_').replace('=', '_')}"
+                    for key in sorted(k for k in params if k != "sig"))
+    if method == "md5hash":
+        return hashlib.md5((query + secret).encode(), usedforsecurity=False).hexdigest()
+    return hmac.new(secret.encode(), query.encode(), VONAGE_HMACS[method]).hexdigest().upper()
 
 
 class VonageSettings(BaseSettings):
@@ -169,7 +174,11 @@ class VonageSettings(BaseSettings):
     api_key: str = "dev-vonage-key"
     api_secret: SecretStr = SecretStr("dev-vonage-secret")
     signature_secret: SecretStr = Field(default=SecretStr("dev-vonage-signature-secret"),
-                                        description="Checks the `sig` of signed webhooks (HMAC-SHA256).")
+                                        description="Checks the `sig` of signed webhooks.")
+    signature_method: VonageSignatureMethod = Field(
+        default="sha256", description="The signing method chosen in the Vonage dashboard: `sha256` (set it there; "
+        "the dashboard's own default is `md5hash`, which Herald accepts but does not recommend), `sha512`, "
+        "`sha1`, `md5` (HMAC-MD5) or `md5hash`.")
     sms_from: EnvMap = Field(default_factory=lambda: {"default": "+15005550006"},
                              description="Sender per country: `default=+1…,ES=Herald` or a JSON object.")
 
@@ -272,7 +281,9 @@ class VonageSmsProvider(HttpProvider):
             return False
         secret = self.config.signature_secret.get_secret_value()
         own = {k: v for k, v in params.items() if k not in HERALD_QUERY_PARAMS}
-        return any(safe_equal(sig.upper(), vonage_signature(secret, candidate)) for candidate in (params, own))
+        method = self.config.signature_method
+        return any(safe_equal(sig.upper(), vonage_signature(secret, candidate, method).upper())
+                   for candidate in (params, own))
 
     def parse_webhook(self, request: WebhookRequest) -> WebhookResult:
         params = _vonage_params(request)

@@ -121,7 +121,8 @@ class VonageSim:
     def signed(self, params: dict[str, str]) -> dict[str, str]:
         """Add `timestamp`, `nonce` and `sig` as Vonage's signed webhooks carry them."""
         params = {**params, "timestamp": str(int(self.sim.clock())), "nonce": str(uuid.uuid4())}
-        params["sig"] = vonage_signature(self.settings.signature_secret.get_secret_value(), params)
+        params["sig"] = vonage_signature(self.settings.signature_secret.get_secret_value(), params,
+                                         self.settings.signature_method)
         return params
 
     async def post(self, kind: str, url: str, params: dict[str, str]) -> dict[str, Any]:

@@ -330,10 +330,28 @@ def test_vonage__unrelated_webhook_is_empty() -> None:
 # --- signatures -----------------------------------------------------------------------------------------------
 
 
-def test_vonage_signature__is_hmac_sha256_of_sorted_pairs_in_upper_hex() -> None:
+VONAGE_SIGNED = b"&a=1&b=x_y_z&timestamp=1461605396"
+
+
+@pytest.mark.parametrize(("method", "expected"), [
+    ("sha256", hmac.new(b"secret", VONAGE_SIGNED, hashlib.sha256).hexdigest().upper()),
+    ("sha512", hmac.new(b"secret", VONAGE_SIGNED, hashlib.sha512).hexdigest().upper()),
+    ("sha1", hmac.new(b"secret", VONAGE_SIGNED, hashlib.sha1).hexdigest().upper()),
+    ("md5", hmac.new(b"secret", VONAGE_SIGNED, hashlib.md5).hexdigest().upper()),
+    ("md5hash", hashlib.md5(VONAGE_SIGNED + b"secret").hexdigest()),  # no HMAC, lower case: the dashboard default
+])
+def test_vonage_signature__each_dashboard_method_over_sorted_pairs(method: str, expected: str) -> None:
     params = {"timestamp": "1461605396", "b": "x&y=z", "a": "1", "sig": "ignored"}
-    expected = hmac.new(b"secret", b"&a=1&b=x_y_z&timestamp=1461605396", hashlib.sha256).hexdigest().upper()
-    assert vonage_signature("secret", params) == expected
+    assert vonage_signature("secret", params, method) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["md5hash", "md5", "sha1", "sha512"])
+def test_vonage__verifies_with_the_configured_method_only(method: str) -> None:
+    provider = vonage(Recorder(), VonageSettings(signature_method=method))  # type: ignore[arg-type]
+    params = {**dlr(), "timestamp": str(NOW)}
+    right = vonage_signature(SIGNATURE_SECRET, params, method)  # type: ignore[arg-type]
+    assert provider.verify_webhook(signed(dlr(), sig=right))
+    assert not provider.verify_webhook(signed(dlr()))  # signed with sha256, the default
 
 
 def tamper(request: WebhookRequest) -> WebhookRequest:
