@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,3 +85,17 @@ async def test_cli__dlq_lists_reasons_and_replays_to_the_source_topic(stack: Sta
     assert "replayed 1 dead letter" in replayed.stdout
     # Replayed, it fails the same way again: a second dead letter, from the replayed copy.
     await stack.wait_statuses(lambda ss: sum(s.status is Status.DEAD_LETTERED for s in ss) >= 2, timeout=30)
+
+
+def test_cli__demo_runs_the_whole_dev_stack_and_every_channel_sends(tmp_path: Path) -> None:
+    # What `make run` starts (broker, SMTP sink, provider simulator, worker), on ports of its own, at any hour.
+    env = {"HERALD_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "HERALD_SMTP_PORT": str(free_port()),
+           "HERALD_SIM_PORT": str(free_port()), "HERALD_WEB_PORT": str(free_port()),
+           "HERALD_DATA_DIR": str(tmp_path), "COLUMNS": "220"}
+    done = subprocess.run([sys.executable, "-m", "consumers", "demo"], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    sent = {m.group(1) for m in re.finditer(r"│ sent\s+│ [\w.]+\s+│ (\w+)\s+│", done.stdout)}
+    assert sent == {"email", "sms", "voice", "whatsapp", "push", "webhook"}
+    assert "│ rejected " in done.stdout and "│ dead_lettered " in done.stdout  # the three bad inputs
+    assert list((tmp_path / "mail").glob("*.eml"))
