@@ -30,7 +30,7 @@ SHOWCASE: tuple[tuple[str, dict[str, Any], list[str] | None], ...] = (
 
 def sim_behaviour() -> dict[str, Any]:
     """How the simulated people answer: Ana confirms on WhatsApp, Jonas presses 1 to hear his code again."""
-    return {"recipients": {ANA["phone"]: {"reply_text": "SI"}, JONAS["phone"]: {"reply_digits": "1"},
+    return {"recipients": {ANA["phone"]: {"reply_text": "SI", "reply_times": 1}, JONAS["phone"]: {"reply_digits": "1"},
                            EMMA["email"]: {"open": True}}}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,6 +32,9 @@ class RecipientRule(BaseModel):
         default=None, description="permanent: failed/bounced for good; undelivered: sent, then not delivered.")
     voice: Literal["busy", "no-answer", "failed"] | None = Field(default=None, description="How a call ends.")
     reply_text: str | None = Field(default=None, description="The person answers this text after delivery.")
+    reply_times: int | None = Field(default=None, ge=1, description="How many messages the person answers with "
+                                    "`reply_text` (people answer a question, not its acknowledgement); every one "
+                                    "when unset.")
     reply_digits: str | None = Field(default=None, description="Keys pressed at a voice <Gather>.")
     open: bool | None = Field(default=None, description="Email opened / WhatsApp read (read unless false).")
     click: str | None = Field(default=None, description="Email: this link is clicked.")
@@ -104,6 +108,7 @@ class Behaviour:
         self.config = config
         self.rng = random.Random(config.seed if config.seed is not None else int.from_bytes(os.urandom(8)))
         self.rate_limited_left = config.rate_limit.count
+        self.replies_sent: Counter[str] = Counter()  # by address without `+`, for `reply_times`
 
     def update(self, patch: Mapping[str, Any]) -> None:
         """Merge run-time configuration; a new seed or rate limit restarts the generator or the budget."""
@@ -112,6 +117,8 @@ class Behaviour:
             self.rng = random.Random(self.config.seed)
         if "rate_limit" in patch:
             self.rate_limited_left = self.config.rate_limit.count
+        if "recipients" in patch:
+            self.replies_sent.clear()
 
     def rule_for(self, address: str | None) -> RecipientRule:
         """The rule for an address, matched as given, with a leading `+`, or case-insensitively for email."""
@@ -123,6 +130,14 @@ class Behaviour:
                 return rules[key]
         lowered = address.lower()
         return next((rule for key, rule in rules.items() if key.lower() == lowered), RecipientRule())
+
+    def reply_for(self, address: str, rule: RecipientRule) -> str | None:
+        """The text the person answers this delivered message with, if they still answer (`reply_times`)."""
+        key = address.lstrip("+")
+        if not rule.reply_text or (rule.reply_times is not None and self.replies_sent[key] >= rule.reply_times):
+            return None
+        self.replies_sent[key] += 1
+        return rule.reply_text
 
     @staticmethod
     def unroutable(number: str | None) -> bool:

@@ -223,9 +223,9 @@ class MetaSim:
             await behaviour.callback_pause()
             item = self.status(wamid, wa_id, status, opaque, conversation, error)
             await self.post("status", self.envelope({"statuses": [item]}))
-        if failure is None and rule.fail is None and rule.reply_text:
+        if failure is None and rule.fail is None and (text := behaviour.reply_for(wa_id, rule)):
             await behaviour.callback_pause()
-            await self.inbound(wa_id, rule.reply_text, context=wamid)
+            await self.inbound(wa_id, text, context=wamid)
 
     async def inbound(self, sender: str, text: str, context: str | None = None) -> dict[str, Any]:
         """The person writes (or answers a message, with `context`): opens the 24-hour window."""

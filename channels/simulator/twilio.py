@@ -174,9 +174,9 @@ class TwilioSim:
             if code:
                 params["ErrorCode"] = code
             await self.post("status", status_callback, params)
-        if steps[-1][0] == "delivered" and rule.reply_text:
+        if steps[-1][0] == "delivered" and (text := self.sim.behaviour.reply_for(to, rule)):
             await self.sim.behaviour.callback_pause()
-            await self.inbound(to, rule.reply_text, sender)
+            await self.inbound(to, text, sender)
 
     async def inbound(self, sender: str, text: str, to: str | None = None) -> dict[str, Any]:
         """The person texts Herald's Twilio number: the incoming-message webhook."""

@@ -149,9 +149,9 @@ class VonageSim:
             if "client-ref" in part:
                 params["client-ref"] = part["client-ref"]
             await self.post("dlr", callback, params)
-        if status == "delivered" and rule.reply_text:
+        if status == "delivered" and (text := self.sim.behaviour.reply_for(to, rule)):
             await self.sim.behaviour.callback_pause()
-            await self.inbound(to, rule.reply_text, sender)
+            await self.inbound(to, text, sender)
 
     async def inbound(self, sender: str, text: str, to: str | None = None) -> dict[str, Any]:
         """The person texts Herald's Vonage number: the inbound-message webhook."""

@@ -231,6 +231,21 @@ async def test_twilio_sms__reply_text_arrives_as_a_signed_inbound_sms(
     await provider.close()
 
 
+@pytest.mark.parametrize(("rule", "replies"), [({"reply_text": "SI"}, 3), ({"reply_text": "SI", "reply_times": 1}, 1)],
+                         ids=["every_message", "reply_times_1"])
+async def test_twilio_sms__reply_times_bounds_how_many_messages_the_person_answers(
+        client: httpx.AsyncClient, sim: SimServer, herald: FakeHerald, rule: dict[str, Any], replies: int) -> None:
+    await configure(client, recipients={PERSON: rule})
+    for _ in range(3):
+        await send_twilio_sms(client, herald, StatusCallback=None)
+        await sim.sim.idle()
+    assert len(herald.requests) == replies
+    await configure(client, recipients={PERSON: rule})  # a new configuration starts counting again
+    await send_twilio_sms(client, herald, StatusCallback=None)
+    await sim.sim.idle()
+    assert len(herald.requests) == replies + 1
+
+
 # --- Twilio voice -----------------------------------------------------------------------------------------------
 
 
