@@ -141,12 +141,13 @@ class Janitor:
         return result
 
     async def run(self, interval: float) -> None:
-        """Sweep every `interval` seconds until cancelled; a failed sweep is logged and the next one tries again."""
+        """Sweep every `interval` seconds until cancelled, the first time one interval after start (a starting
+        worker has a backlog to serve first); a failed sweep is logged and the next one tries again."""
         while True:
+            await asyncio.sleep(interval)
             try:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("state sweep failed")
-            await asyncio.sleep(interval)
