@@ -103,9 +103,9 @@ async def test_crash__sigkill_every_5_seconds_loses_nothing(stack: Stack, events
     # rebalance of the dead member).
     result = await crash_run(stack, events, kill_every=5.0, deadline=60 + events / 20, per_second=100)
     print(f"crash run: {result}")
+    statuses = [parse_status(record) async for record in read_topic(stack.settings, "status")]
     histories: dict[str, list[str]] = {}
-    async for record in read_topic(stack.settings, "status"):
-        s = parse_status(record)
+    for s in statuses:
         histories.setdefault(s.message_id, []).append(f"{s.status.value}/{s.attempt}/{s.detail}@{s.at:%S.%f}")
     twice = {m: histories.get(m) for m, c in delivered_ids(stack).items() if c > 1}
     print(f"sent twice: {twice}")
@@ -117,8 +117,7 @@ async def test_crash__sigkill_every_5_seconds_loses_nothing(stack: Stack, events
     # when a replayed event or dispatch found it already sent (a crash can land between the send ledger's
     # record and the `sent` status; then `deduplicated` is what is left).
     history: dict[str, list[Status]] = {}
-    async for record in read_topic(stack.settings, "status"):
-        status = parse_status(record)
+    for status in statuses:
         if status.channel is None:  # a replayed event found deduplicated at the door: about the event
             assert status.status is Status.DEDUPLICATED
             continue
