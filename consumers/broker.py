@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from consumers.processes import start_child, stop_process
 from consumers.topics import ensure_topics
 from schemas.settings import Settings
 
@@ -32,7 +34,13 @@ def broker_binary() -> str:
 
 
 class EmbeddedBroker:
-    """Starts Tansu on `127.0.0.1:port` with in-memory storage; its state is gone when it stops."""
+    """Starts Tansu on `127.0.0.1:port` with in-memory storage; its state is gone when it stops.
+
+    Tansu gets SIGTERM when this process dies, even by SIGKILL (`die_with_parent`), so it never holds the port
+    after us.
+    """
+
+    stop_timeout = 5.0  # Tansu keeps nothing (memory storage): it has nothing to flush, so it stops fast
 
     def __init__(self, port: int, *, log_path: Path | None = None) -> None:
         self.port = port
@@ -47,32 +55,31 @@ class EmbeddedBroker:
         if port_open("127.0.0.1", self.port):
             raise RuntimeError(f"port {self.port} is already in use; set HERALD_KAFKA_BOOTSTRAP to a free one")
         url = f"tcp://127.0.0.1:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while not port_open("127.0.0.1", self.port):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Tansu exited with code {self.process.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("Tansu did not start listening in time")
-            time.sleep(0.05)
+        # Closed here once started: the child has its own copy of the descriptor.
+        with open(self.log_path or os.devnull, "ab") as out:
+            self.process = start_child(
+                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + timeout
+            while not port_open("127.0.0.1", self.port):
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"Tansu exited with code {self.process.returncode}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("Tansu did not start listening in time")
+                time.sleep(0.05)
+        except BaseException:  # a failed start, or a stop signal while waiting: Tansu must not stay behind
+            self.stop()
+            raise
 
     async def create_topics(self, settings: Settings) -> list[str]:
         return await ensure_topics(settings.model_copy(update={"kafka_bootstrap": self.bootstrap}))
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, self.stop_timeout)
         self.process = None
 
     def __enter__(self) -> EmbeddedBroker:

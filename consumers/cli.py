@@ -40,22 +40,29 @@ def _settings() -> Settings:
 @app.command()
 def broker(port: Annotated[int | None, typer.Option(help="Port; defaults to the one in HERALD_KAFKA_BOOTSTRAP.")]
            = None) -> None:
-    """Run the embedded Tansu broker in the foreground with every topic created."""
+    """Run the embedded Tansu broker in the foreground with every topic created.
+
+    Ctrl-C, SIGTERM and SIGHUP stop Tansu and exit 0; if this process is killed, Tansu gets SIGTERM from the kernel.
+    """
     from consumers.broker import EmbeddedBroker
+    from consumers.processes import begin_stop, stop_on_signals
 
     settings = _settings()
     port = port or int(settings.kafka_bootstrap.split(",")[0].rpartition(":")[2])
     b = EmbeddedBroker(port)
-    b.start()
-    created = asyncio.run(b.create_topics(settings))
-    console.print(f"Tansu listening on [bold]{b.bootstrap}[/bold]; {len(created)} topics created. Ctrl-C stops.")
-    try:
-        assert b.process is not None
-        b.process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        b.stop()
+    with stop_on_signals():
+        try:
+            b.start()
+            created = asyncio.run(b.create_topics(settings))
+            console.print(f"Tansu listening on [bold]{b.bootstrap}[/bold]; {len(created)} topics created. "
+                          "Ctrl-C stops.")
+            assert b.process is not None
+            b.process.wait()
+        except KeyboardInterrupt:  # Ctrl-C, or `Stopped` by SIGTERM/SIGHUP
+            pass
+        finally:
+            begin_stop()  # a second signal must not interrupt stopping Tansu
+            b.stop()
 
 
 @app.command()

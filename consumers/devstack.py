@@ -2,6 +2,9 @@
 
 The broker, the provider simulator and the worker run as child processes (Faust owns its event loop); the
 SMTP sink runs in a thread of this process and keeps every message as an `.eml` file under `<data_dir>/mail/`.
+
+Stopping: SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the stack in reverse start order, each piece with a deadline
+(`consumers.processes`); the children also get SIGTERM from the kernel if this process dies without stopping them.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +25,7 @@ from rich.console import Console
 from consumers.app import load_catalog
 from consumers.broker import EmbeddedBroker, port_open
 from consumers.mailsink import start_mail_sink
+from consumers.processes import begin_stop, start_child, stop_on_signals, stop_process
 from consumers.publish import EventProducer, parse_status, read_topic
 from consumers.samples import bad_events, sample_events, sim_behaviour
 from consumers.statusview import status_row, status_table, summary_table
@@ -35,6 +40,9 @@ def _port(bootstrap: str) -> int:
 DEV_PROVIDERS = "email=smtp,sendgrid;sms=twilio,vonage;voice=twilio;whatsapp=meta;push=fcm;webhook=standard"
 # The dev stack's customers' webhooks live on loopback, which production refuses (SSRF guard).
 DEV_ENV = {"HERALD_WEBHOOK_ALLOW_PRIVATE": "true"}
+# A worker finishes or hands back its in-flight sends on SIGTERM within 10 s (issue 6); the simulator keeps nothing.
+WORKER_STOP_TIMEOUT = 10.0
+SIM_STOP_TIMEOUT = 5.0
 
 
 def dev_settings(settings: Settings) -> Settings:
@@ -48,11 +56,12 @@ def dev_settings(settings: Settings) -> Settings:
 
 def start_herald(command: str, settings: Settings, log_path: Path,
                  env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`herald <command>` as a child process with the given settings in its environment."""
+    """`herald <command>` as a child process with the given settings in its environment; it gets SIGTERM if this
+    process dies (`start_child`)."""
     child_env = {**os.environ, **settings.as_env(), **(env or {})}
-    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
-    return subprocess.Popen([sys.executable, "-m", "consumers", command], env=child_env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log_path, "ab") as log:  # closed here once started: the child has its own copy
+        return start_child([sys.executable, "-m", "consumers", command], env=child_env, stdout=log,
+                           stderr=subprocess.STDOUT)
 
 
 def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -71,53 +80,44 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None 
     raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextlib.contextmanager
 def dev_stack(settings: Settings, console: Console) -> Iterator[Settings]:
-    """Broker, SMTP sink and worker, started in order and stopped in reverse."""
+    """Broker, SMTP sink, simulator and worker, started in order and stopped in reverse, each with a deadline."""
     data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     mail_dir = data / "mail"
     if port_open(settings.smtp_host, settings.smtp_port):
         raise RuntimeError(f"SMTP port {settings.smtp_port} is in use; set HERALD_SMTP_PORT")
     broker = EmbeddedBroker(_port(settings.kafka_bootstrap), log_path=data / "broker.log")
-    broker.start()
-    worker = sim = None
-    controller = None
     settings = dev_settings(settings)
+    # Each piece registers its stop as soon as it exists, so an interruption at any point of the start stops
+    # exactly what was started; the ExitStack runs the stops in reverse order.
+    running = contextlib.ExitStack()
     try:
+        running.callback(broker.stop)  # before start: a signal while Tansu comes up must stop it too
+        broker.start()
         settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
         created = asyncio.run(broker.create_topics(settings))
         console.print(f"[bold]broker[/bold]   Tansu on {broker.bootstrap} ({len(created)} topics)")
         controller, _ = start_mail_sink(settings.smtp_port, mail_dir)
+        running.callback(controller.stop)
         console.print(f"[bold]smtp[/bold]     sink on 127.0.0.1:{settings.smtp_port}, messages in {mail_dir}/")
         sim = start_herald("sim", settings, data / "sim.log", DEV_ENV)
+        running.callback(stop_process, sim, SIM_STOP_TIMEOUT)
         wait_http(f"{settings.sim_url}/_sim/health", 30, sim)
         behaviour = sim_behaviour()
         httpx.post(f"{settings.sim_url}/_sim/config", json=behaviour, timeout=5).raise_for_status()
         console.print(f"[bold]sim[/bold]      provider simulator on {settings.sim_url} "
                       f"(Twilio, Vonage, Meta, FCM, SendGrid); log in {data / 'sim.log'}")
         worker = start_worker(settings, data / "worker.log", DEV_ENV)
+        running.callback(stop_process, worker, WORKER_STOP_TIMEOUT)
         wait_http(f"http://127.0.0.1:{settings.web_port}/ready", 60, worker)
         console.print(f"[bold]worker[/bold]   web on http://127.0.0.1:{settings.web_port} "
                       f"(/metrics, /health, /ready); log in {data / 'worker.log'}")
         yield settings
     finally:
-        for process in (worker, sim):
-            if process is not None:
-                stop_process(process)
-        if controller is not None:
-            controller.stop()
-        broker.stop()
+        begin_stop()  # a signal from here on must not cut the stop short
+        running.close()
 
 
 async def _publish_samples(settings: Settings, include_bad: bool = True) -> int:
@@ -135,21 +135,26 @@ async def _publish_samples(settings: Settings, include_bad: bool = True) -> int:
 
 
 def run_dev(settings: Settings, console: Console) -> None:
-    try:
-        with dev_stack(settings, console) as live:
-            count = asyncio.run(_publish_samples(live))
-            console.print(f"published {count} sample events (3 of them bad on purpose). Ctrl-C stops.\n")
+    """`herald dev`: runs until SIGINT (Ctrl-C), SIGTERM or SIGHUP, then stops the stack and returns (exit code 0:
+    being stopped is how a foreground service is meant to end)."""
+    with stop_on_signals():
+        try:
+            with dev_stack(settings, console) as live:
+                count = asyncio.run(_publish_samples(live))
+                console.print(f"published {count} sample events (3 of them bad on purpose). Ctrl-C stops.\n")
 
-            async def follow() -> None:
-                async for record in read_topic(live, "status", follow=True):
-                    console.print(*status_row(parse_status(record)))
+                async def follow() -> None:
+                    async for record in read_topic(live, "status", follow=True):
+                        console.print(*status_row(parse_status(record)))
 
-            with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(follow())
-    except RuntimeError as exc:
-        console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
-        raise SystemExit(1) from exc
-    console.print("stopped.")
+        except KeyboardInterrupt:  # Ctrl-C or `Stopped` by SIGTERM/SIGHUP, at any point: the stack is down by now
+            pass
+        except RuntimeError as exc:
+            console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+            raise SystemExit(1) from exc
+    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+        console.print("stopped.")
 
 
 def demo_settled(statuses: list[DeliveryStatus], expected_events: int) -> bool:
@@ -164,29 +169,36 @@ def demo_settled(statuses: list[DeliveryStatus], expected_events: int) -> bool:
 
 
 def run_demo(settings: Settings, console: Console, *, timeout: float = 60.0) -> int:
-    try:
-        with dev_stack(settings, console) as live:
-            count = asyncio.run(_publish_samples(live))
-            console.print(f"published {count} sample events (3 of them bad on purpose)\n")
-            table = status_table("herald.status")
-            statuses: list[DeliveryStatus] = []
+    """`herald demo`: 0 when every message settled, 1 when not; stopped by a signal, 128 + its number (the shell's
+    convention, e.g. 143 for SIGTERM), because the demo did not get to its verdict."""
+    with stop_on_signals():
+        try:
+            with dev_stack(settings, console) as live:
+                count = asyncio.run(_publish_samples(live))
+                console.print(f"published {count} sample events (3 of them bad on purpose)\n")
+                table = status_table("herald.status")
+                statuses: list[DeliveryStatus] = []
 
-            async def collect() -> None:
-                deadline = time.monotonic() + timeout
-                async for record in read_topic(live, "status", follow=True, idle_timeout=0.5):
-                    status = parse_status(record)
-                    statuses.append(status)
-                    table.add_row(*status_row(status))
-                    if demo_settled(statuses, count) or time.monotonic() > deadline:
-                        return
+                async def collect() -> None:
+                    deadline = time.monotonic() + timeout
+                    async for record in read_topic(live, "status", follow=True, idle_timeout=0.5):
+                        status = parse_status(record)
+                        statuses.append(status)
+                        table.add_row(*status_row(status))
+                        if demo_settled(statuses, count) or time.monotonic() > deadline:
+                            return
 
-            with contextlib.suppress(TimeoutError):  # what arrived is shown either way
-                asyncio.run(asyncio.wait_for(collect(), timeout + 5))
-            console.print(table)
-            console.print(summary_table(statuses))
-            mails = len(list((Path(live.data_dir) / "mail").glob("*.eml")))
-            console.print(f"{mails} emails in {Path(live.data_dir) / 'mail'}/")
-            return 0 if demo_settled(statuses, count) else 1
-    except (RuntimeError, TimeoutError) as exc:
-        console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
-        return 1
+                with contextlib.suppress(TimeoutError):  # what arrived is shown either way
+                    asyncio.run(asyncio.wait_for(collect(), timeout + 5))
+                console.print(table)
+                console.print(summary_table(statuses))
+                mails = len(list((Path(live.data_dir) / "mail").glob("*.eml")))
+                console.print(f"{mails} emails in {Path(live.data_dir) / 'mail'}/")
+                return 0 if demo_settled(statuses, count) else 1
+        except (RuntimeError, TimeoutError) as exc:
+            console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+            return 1
+        except KeyboardInterrupt as exc:
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+                console.print("stopped.")
+            return 128 + getattr(exc, "signum", signal.SIGINT)
