@@ -1,19 +1,21 @@
-"""Agents: plain async functions over a stream, registered by the app factory. One job each."""
+"""Faust agents of the normal lane: plain async functions over a stream, registered by the app factory.
+
+Faust acknowledges an event when the agent moves past it, even when the agent is cancelled or dies on it, and
+commits acknowledged offsets. So these agents never raise out of a record (`consumers.outcomes` gives every
+record an outcome), and when the worker stops mid-record they mark the unfinished events as settled without
+acknowledging them: their offsets stay uncommitted and the next owner of the partition handles them again.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from faust import StreamT
+from faust.types import EventT
 
 from consumers.deadletter import DeadLetters
-from consumers.records import AFTER_ACKS, PENDING_ACKS, Record, header_map
-
-log = logging.getLogger(__name__)
-
-Handler = Callable[[Record], Awaitable[None]]
+from consumers.outcomes import Handler, guarded, handle_batch
+from consumers.records import Record, header_map
 
 
 def to_record(event: object) -> Record:
@@ -24,15 +26,11 @@ def to_record(event: object) -> Record:
                   timestamp=message.timestamp)
 
 
-async def _guarded(handler: Handler, dead_letters: DeadLetters, stage: str, record: Record) -> None:
-    try:
-        await handler(record)
-    except Exception as exc:
-        log.exception("%s failed on %s[%d]@%d", stage, record.topic, record.partition, record.offset)
-        # Dispatch records are keyed by message id, so the message gets its `dead_lettered` status.
-        message_id = record.key.decode() if record.key and record.key.startswith(b"msg-") else None
-        await dead_letters.send(record, reason="internal_error", detail=type(exc).__name__, stage=stage,
-                                error_class=type(exc).__name__, message_id=message_id)
+def hold_back(events: Iterable[EventT]) -> None:
+    """Keep Faust from acknowledging these events on its way out: `Message.ack` does nothing for a message
+    already marked acked, and the consumer never learns its offset, so no commit passes it."""
+    for event in events:
+        event.message.acked = True
 
 
 BATCH_SIZE = 200
@@ -40,39 +38,32 @@ BATCH_WITHIN = 0.01  # seconds a lone record waits for company: the price of bat
 
 
 def batched_agent(handler: Handler, dead_letters: DeadLetters, stage: str) -> Callable[[StreamT], Awaitable[None]]:
-    """Like `guarded_agent`, in order, a batch at a time: what the handlers must not lose is acknowledged once
-    per batch (before Faust may commit the batch's offsets) instead of once per record, and what records that
-    it is done (`once_durable` steps, such as a dedupe key) runs only after those acknowledgements."""
+    """In order, a batch at a time: what the handlers must not lose is acknowledged once per batch (before Faust
+    may commit the batch's offsets) instead of once per record, and what records that it is done
+    (`once_durable` steps, such as a dedupe key) runs only after those acknowledgements."""
 
     async def agent(stream: StreamT) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
-            acks: list[Awaitable[object]] = []
-            later: list[Callable[[], Awaitable[None]]] = []
-            tokens = PENDING_ACKS.set(acks), AFTER_ACKS.set(later)
             try:
-                for event in events:
-                    await _guarded(handler, dead_letters, stage, to_record(event))
-            finally:
-                PENDING_ACKS.reset(tokens[0])
-                AFTER_ACKS.reset(tokens[1])
-            if acks:
-                await asyncio.gather(*acks)
-            for step in later:
-                await step()
+                await handle_batch([to_record(e) for e in events], handler, stage=stage, dead_letters=dead_letters)
+            except BaseException:  # cancelled: the worker is stopping in the middle of the batch
+                hold_back(events)
+                raise
 
     agent.__name__ = agent.__qualname__ = stage
     return agent
 
 
 def guarded_agent(handler: Handler, dead_letters: DeadLetters, stage: str) -> Callable[[StreamT], Awaitable[None]]:
-    """Wrap a stage so that an unexpected exception dead-letters its record and the agent goes on.
-
-    A stage reports expected failures itself; anything reaching here is a bug, recorded with its class.
-    """
+    """One record at a time; an unexpected exception dead-letters its record and the agent goes on."""
 
     async def agent(stream: StreamT) -> None:
         async for event in stream.events():
-            await _guarded(handler, dead_letters, stage, to_record(event))
+            try:
+                await guarded(handler, dead_letters, stage, to_record(event))
+            except BaseException:
+                hold_back([event])
+                raise
 
     agent.__name__ = agent.__qualname__ = stage
     return agent

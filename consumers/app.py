@@ -144,6 +144,7 @@ def faust_config(settings: Settings) -> dict[str, object]:
         broker_heartbeat_interval=1,
         broker_commit_interval=0.5,
         producer_linger=0.005,
+        producer_max_request_size=settings.max_record_bytes,
         consumer_auto_offset_reset="earliest",
         web_host=settings.web_host,
         web_port=settings.web_port,
@@ -204,7 +205,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     publisher = publisher or FaustPublisher(topics)
     secret = settings.secret.get_secret_value().encode()
     statuses = StatusEmitter(publisher, metrics, secret, clock)
-    dead_letters = DeadLetters(publisher, metrics, statuses)
+    dead_letters = DeadLetters(publisher, metrics, statuses, max_record_bytes=settings.max_record_bytes)
     renderer = Renderer(settings.templates, default_locale=settings.default_locale)
     template_globals = {"brand": settings.brand_name, "document_url": None}
     documents = Documents(state.documents, renderer, secret, settings.public_url, template_globals=template_globals,
@@ -217,8 +218,10 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     conversations = Conversations(state.contacts, secret)
     consent = hooks.consent_check(ledger, secret)
     router = Router(catalog, senders.keys(), clock=clock, dedupe=state.dedupe, caps=state.caps, consent=consent,
-                    dedupe_window=settings.dedupe_window, preferences=ledger.get)
-    ingest = IngestStage(router, publisher, statuses, dead_letters, metrics, scheduler)
+                    dedupe_window=settings.dedupe_window, preferences=ledger.get,
+                    max_ahead=settings.max_schedule_ahead)
+    ingest = IngestStage(router, publisher, statuses, dead_letters, metrics, scheduler,
+                         max_event_bytes=settings.max_event_bytes, max_record_bytes=settings.max_record_bytes)
     delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=clock, catalog=catalog,
                              template_globals=template_globals, documents=documents, sends=sends,
                              retry=scheduler.add, publisher=publisher, max_attempts=settings.max_attempts,

@@ -2,7 +2,9 @@
 
 Headers: `herald-error` (a bounded reason word), `herald-error-class`, `herald-error-detail` (scrubbed of
 addresses and numbers), `herald-source-topic`, `herald-source-partition`, `herald-source-offset`, `herald-stage`,
-`herald-attempts`, `herald-first-failure`, and `herald-message-id` when known. `herald dlq replay` republishes
+`herald-attempts`, `herald-first-failure`, and `herald-message-id` when known. A record over the producer's
+limit is stored truncated with `herald-truncated`, `herald-original-size` and `herald-original-sha256` (and
+`herald-key-size`/`herald-key-sha256` for an oversized key). `herald dlq replay` republishes
 the original bytes to the source topic.
 """
 
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from datetime import datetime
 
 from consumers.metrics import Metrics
 from consumers.records import Publisher, Record
+from consumers.sizes import fit
 from consumers.status import StatusEmitter
 from schemas.dispatch import Dispatch
 from schemas.events import CloudEvent
@@ -34,14 +38,17 @@ def scrub(text: str) -> str:
 class DeadLetters:
     """Writes a record that cannot be processed to `herald.deadletter`, so nothing is silently dropped."""
 
-    def __init__(self, publisher: Publisher, metrics: Metrics, statuses: StatusEmitter | None = None) -> None:
+    def __init__(self, publisher: Publisher, metrics: Metrics, statuses: StatusEmitter | None = None, *,
+                 max_record_bytes: int = 1_048_576) -> None:
         self.publisher = publisher
         self.metrics = metrics
         self.statuses = statuses
+        self.max_record_bytes = max_record_bytes
 
     async def send(self, record: Record, *, reason: str, detail: str, stage: str, error_class: str | None = None,
                    dispatch: Dispatch | None = None, message_id: str | None = None, event: CloudEvent | None = None,
-                   attempts: int | None = None, first_failure: datetime | None = None) -> None:
+                   attempts: int | None = None, first_failure: datetime | None = None,
+                   known: Mapping[str, str] | None = None) -> None:
         message_id = dispatch.message_id if dispatch else message_id
         if attempts is None:
             attempts = dispatch.attempt if dispatch else 0
@@ -62,11 +69,14 @@ class DeadLetters:
         self.metrics.dead_letters.labels(stage, reason).inc()
         log.warning("dead-lettered record", extra={"topic": record.topic, "partition": record.partition,
                                                     "offset": record.offset, "reason": reason})
-        await self.publisher.send("deadletter", record.key, record.value or b"", headers)
+        # Always fits: a record too big for the producer keeps its first bytes, its size and its digest.
+        fitted = fit(record.key, record.value, self.max_record_bytes, headers)
+        await self.publisher.send("deadletter", fitted.key, fitted.value, {**headers, **fitted.headers},
+                                  durable=True)
         if self.statuses is None:
             return
         if dispatch is not None:
             await self.statuses.for_dispatch(dispatch, Status.DEAD_LETTERED, error=reason, detail=scrub(detail)[:120])
         elif message_id is not None:
             await self.statuses.for_event(message_id, Status.DEAD_LETTERED, event=event, error=reason,
-                                          detail=scrub(detail)[:120])
+                                          detail=scrub(detail)[:120], known=known)

@@ -87,7 +87,7 @@ class TopicStore:
         # A short linger batches the burst of ledger writes that concurrent sends make (aiokafka keeps one request
         # in flight per broker, so unbatched `pending` records can hold up a `sent` one). 20,000 events with a
         # SIGKILL every 5 s: 11 duplicates with 2 ms; 29 with none (that run also swept state at each start).
-        self._producer = AIOKafkaProducer(**kwargs, linger_ms=2)
+        self._producer = AIOKafkaProducer(**kwargs, linger_ms=2, max_request_size=self.settings.max_record_bytes)
         self._consumer = AIOKafkaConsumer(**kwargs, enable_auto_commit=False, auto_offset_reset="earliest")
         await self._producer.start()
         await self._consumer.start()

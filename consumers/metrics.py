@@ -26,6 +26,12 @@ class Metrics:
                                             ["channel", "priority"], buckets=LATENCY_BUCKETS, registry=r)
         self.dead_letters = Counter("herald_dead_letters_total", "Records sent to the dead-letter topic.",
                                     ["source", "reason"], registry=r)
+        self.dead_letter_failures = Counter("herald_dead_letter_write_failures_total",
+                                            "Dead letters the broker did not take; each is tried again, and its "
+                                            "partition waits meanwhile.", ["stage"], registry=r)
+        self.batch_retries = Counter("herald_batch_retries_total",
+                                     "Batches handled again because the broker did not acknowledge their writes.",
+                                     ["stage"], registry=r)
         self.provider_errors = Counter("herald_provider_errors_total", "Provider errors by class.",
                                        ["channel", "provider", "reason"], registry=r)
 

@@ -29,18 +29,24 @@ class Publisher(Protocol):
 
 
 # When an agent handles records in batches, acknowledgements it must wait for are collected here and awaited
-# once per batch; work that may only happen after them (state that says "done") waits in AFTER_ACKS.
+# once per batch; work that may only happen after them (state that says "done") waits in AFTER_ACKS, and what
+# undoes a decision taken in memory, should the acknowledgements fail and the batch be handled again, in UNDO.
 PENDING_ACKS: ContextVar[list[Awaitable[object]] | None] = ContextVar("herald_pending_acks", default=None)
 AFTER_ACKS: ContextVar[list[Callable[[], Awaitable[None]]] | None] = ContextVar("herald_after_acks", default=None)
+UNDO: ContextVar[list[Callable[[], None]] | None] = ContextVar("herald_undo", default=None)
 
 
-async def once_durable(step: Callable[[], Awaitable[None]]) -> None:
-    """Run `step` once everything published so far is acknowledged: now, or at the end of the current batch."""
+async def once_durable(step: Callable[[], Awaitable[None]], undo: Callable[[], None] | None = None) -> None:
+    """Run `step` once everything published so far is acknowledged: now, or at the end of the current batch.
+    `undo` reverts what the caller decided in memory if the batch's acknowledgements fail instead."""
     later = AFTER_ACKS.get()
     if later is None:
         await step()
-    else:
-        later.append(step)
+        return
+    later.append(step)
+    undos = UNDO.get()
+    if undo is not None and undos is not None:
+        undos.append(undo)
 
 
 def header_map(raw: object) -> dict[str, bytes]:

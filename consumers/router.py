@@ -113,8 +113,10 @@ class Router:
     def __init__(self, catalog: Catalog, channels: Collection[str], *, clock: Callable[[], datetime] = utcnow,
                  dedupe: KeyValueStore | None = None, caps: KeyValueStore | None = None,
                  consent: ConsentCheck = never_refuse, dedupe_window: timedelta = timedelta(days=7),
-                 preferences: Callable[[str], Preferences | None] = no_preferences) -> None:
+                 preferences: Callable[[str], Preferences | None] = no_preferences,
+                 max_ahead: timedelta = timedelta(days=400)) -> None:
         self.catalog = catalog
+        self.max_ahead = max_ahead
         self.channels = set(channels)
         self.clock = clock
         self.dedupe = dedupe or MemoryStore()
@@ -143,6 +145,20 @@ class Router:
         if isinstance(parsed, Rejection):
             return RouteResult(rejection=parsed)
         event = parsed
+        try:
+            return self._route(event, received_at)
+        except OverflowError:  # date arithmetic past year 9999: the event's times are impossible
+            return RouteResult(event=event, rejection=Rejection("invalid_time", "a time of the event is out of range"))
+
+    def _too_far(self, when: datetime | None, now: datetime) -> bool:
+        return when is not None and when - now > self.max_ahead
+
+    def _route(self, event: CloudEvent, received_at: datetime | None) -> RouteResult:
+        now = self.clock()
+        for name, when in (("time", event.time), ("sendat", event.sendat)):
+            if self._too_far(when, now):
+                return RouteResult(event=event, rejection=Rejection(
+                    "invalid_time", f"{name} is more than {self.max_ahead.days} days ahead"))
         entry = self.catalog.get(event.type)
         if entry is None:
             return RouteResult(event=event, rejection=Rejection("unknown_type", f"unknown event type {event.type}"))
@@ -157,7 +173,6 @@ class Router:
             if not entry.channels:
                 return result
 
-        now = self.clock()
         event_time = event.time or received_at or now
         if event_time + entry.ttl <= now and not entry.schedule and not event.sendat:
             result.expired = True
@@ -184,6 +199,9 @@ class Router:
         dues = self._due_times(event, entry, now)
         if dues is None:
             result.expired = True
+            return result
+        if any(self._too_far(due, now) for due, _ in dues):
+            result.rejection = Rejection("invalid_time", f"a reminder is more than {self.max_ahead.days} days ahead")
             return result
         if entry.category.value in self.catalog.frequency_caps:
             cap = self.catalog.frequency_caps[entry.category]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from consumers.identity import recipient_hash
@@ -58,12 +58,17 @@ class StatusEmitter:
         return record
 
     async def for_event(self, message_id: str, status: Status, *, event: CloudEvent | None = None,
-                        error: str | None = None, detail: str | None = None) -> DeliveryStatus:
+                        error: str | None = None, detail: str | None = None,
+                        known: Mapping[str, str] | None = None) -> DeliveryStatus:
+        """A status of an event as a whole. `known` gives `event_id`, `event_type` and `tenant` read off an event
+        that could not be parsed as a whole (one too large to read)."""
         now = self.clock()
+        known = known or {}
         record = DeliveryStatus(
             message_id=message_id, status=status, at=now, error=error, detail=detail,
-            event_id=event.id if event else None, event_type=event.type if event else None,
-            tenant=event.tenant if event else None,
+            event_id=event.id if event else known.get("event_id"),
+            event_type=event.type if event else known.get("event_type"),
+            tenant=event.tenant if event else known.get("tenant"),
             recipient=recipient_hash(self.secret, event.data.to.id) if event else None,
             latency_ms=self._latency(event.time, now) if event else None,
         )

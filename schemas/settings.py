@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     receipt_grace: timedelta = Field(default=timedelta(days=3), description="How long a send record is kept "
                                      "after its message expires, so late receipts still find it (seconds or "
                                      "ISO 8601 duration).")
+    max_event_bytes: int = Field(default=1_048_576, ge=1024, description="Largest event record accepted; a "
+                                 "larger one is `rejected` with `event_too_large` before any work.")
+    max_record_bytes: int = Field(default=1_048_576, ge=65_536, description="The producer's limit on one record "
+                                  "(Kafka's `max.request.size`): a dispatch over it is `rejected` with "
+                                  "`dispatch_too_large`; a dead letter over it is stored truncated.")
+    max_schedule_ahead: timedelta = Field(default=timedelta(days=400), description="Latest `time`, `sendat` or "
+                                          "reminder accepted, from now; later ones are `rejected` with "
+                                          "`invalid_time` (seconds or ISO 8601 duration).")
     email_concurrency: int = Field(default=32, ge=1, description="Emails in flight per worker.")
     channel_concurrency: int = Field(default=16, ge=1, description="Sends in flight per worker, other channels.")
     web_host: str = Field(default="127.0.0.1", description="Interface of the web server.")
