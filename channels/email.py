@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import ssl
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from channels.attachments import add_attachments
 from channels.base import OutboundMessage, SendResult
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, Rejected
+from channels.priority import PrioritySlots
 from schemas.settings import Settings
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
@@ -125,7 +125,8 @@ class SmtpEmailProvider:
         self.settings = settings
         self.domain = parseaddr(settings.sender)[1].rpartition("@")[2] or "localhost"
         self._idle: list[aiosmtplib.SMTP] = []
-        self._slots = asyncio.Semaphore(settings.pool_size)
+        # Critical sends take the next free connection ahead of every ordinary one waiting.
+        self._slots = PrioritySlots(settings.pool_size)
 
     def _new_client(self) -> aiosmtplib.SMTP:
         s = self.settings
@@ -137,8 +138,8 @@ class SmtpEmailProvider:
         )
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
-        async with self._slots:
+    async def _connection(self, urgent: bool = False) -> AsyncIterator[aiosmtplib.SMTP]:
+        async with self._slots.slot(urgent=urgent):
             client = self._idle.pop() if self._idle else self._new_client()
             try:
                 if not client.is_connected:
@@ -161,13 +162,14 @@ class SmtpEmailProvider:
         msg = build_email(message, sender=self.settings.sender, domain=self.domain)
         if message.attachments:
             msg = add_attachments(msg, message.attachments)
+        urgent = message.options.get("priority") == "critical"
         with smtp_errors(self.name):
             try:
-                async with self._connection() as client:
+                async with self._connection(urgent) as client:
                     await client.send_message(msg)
             except aiosmtplib.SMTPServerDisconnected:
                 # A pooled connection the server closed while idle: nothing was accepted, so one fresh try.
-                async with self._connection() as client:
+                async with self._connection(urgent) as client:
                     await client.send_message(msg)
         # The server's reply text is not kept: some servers echo the recipient in it.
         return SendResult(provider=self.name, provider_message_id=msg["Message-ID"])

@@ -19,11 +19,13 @@ from faust.types import TopicT
 from channels.base import Sender, WebhookReceiver
 from channels.breaker import BreakerSender, CircuitBreaker
 from channels.chain import ProviderChain
+from channels.priority import priority_gated
 from channels.ratelimit import effective_limits, rate_limited, sender_number_key, sms_segment_cost
 from channels.registry import parse_provider_spec, provider_class
 from channels.render import BUNDLED_TEMPLATES, Renderer
 from consumers import hooks
 from consumers.agents import batched_agent, guarded_agent
+from consumers.critical import CriticalLane, Route
 from consumers.deadletter import DeadLetters
 from consumers.delivery import DeliveryStage
 from consumers.documents import Documents
@@ -47,7 +49,7 @@ from consumers.scheduler import Scheduler
 from consumers.sends import SendLedger
 from consumers.state import State
 from consumers.status import StatusEmitter
-from consumers.topics import LANES, topic_specs
+from consumers.topics import topic_specs
 from consumers.web import register_document_view, register_views
 from schemas.catalog import Catalog
 from schemas.settings import Settings
@@ -107,7 +109,7 @@ def build_senders(settings: Settings, metrics: Metrics | None = None) -> dict[st
             per_sender = cost = None
             if key == "sms.twilio":  # meters each "From" number, in segments
                 per_sender, cost = sender_number_key(provider.config.sms_from), sms_segment_cost
-            limited = rate_limited(key, provider, limits=limits, per_sender=per_sender, cost=cost)
+            limited = rate_limited(key, priority_gated(provider), limits=limits, per_sender=per_sender, cost=cost)
             breaker = CircuitBreaker(key, failure_threshold=settings.breaker_failure_threshold,
                                      reset_after=settings.breaker_reset_after)
             hook = None
@@ -236,16 +238,24 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
         await state.ready()
         await handler(record)
 
-    # Two router agents, one per lane: the critical lane has its own stream, so a backlog of normal events
-    # never sits in front of a code or a password reset.
-    for name, lane in (("route_events", "events"), ("route_critical_events", "events.critical")):
-        app.agent(topics[lane], name=name)(batched_agent(partial(ready_then, ingest.handle), dead_letters, name))
+    # The normal lane runs as Faust agents; the critical lane has a consumer of its own (consumers/critical.py),
+    # so a backlog of normal events never sits in front of a code or a password reset.
+    app.agent(topics["events"], name="route_events")(
+        batched_agent(partial(ready_then, ingest.handle), dead_letters, "route_events"))
+    routes = {settings.topic("events.critical"): Route(ingest.handle, concurrently=False,
+                                                       stage="route_critical_events")}
     for channel in senders:
-        for lane in LANES:
-            name = f"send_{channel}{lane.replace('.', '_')}"
-            concurrency = settings.email_concurrency if channel == "email" else settings.channel_concurrency
-            app.agent(topics[f"dispatch.{channel}{lane}"], name=name, concurrency=concurrency,
-                      )(guarded_agent(partial(ready_then, delivery.handle), dead_letters, name))
+        name = f"send_{channel}"
+        concurrency = settings.email_concurrency if channel == "email" else settings.channel_concurrency
+        app.agent(topics[f"dispatch.{channel}"], name=name, concurrency=concurrency,
+                  )(guarded_agent(partial(ready_then, delivery.handle), dead_letters, name))
+        routes[settings.topic(f"dispatch.{channel}.critical")] = Route(delivery.handle, concurrently=True,
+                                                                       stage=f"{name}_critical")
+    critical = CriticalLane(settings, routes, dead_letters, ready=state.ready)
+
+    @app.task
+    async def run_critical_lane() -> None:
+        await critical.run()
 
     @app.task
     async def release_scheduled() -> None:
@@ -264,7 +274,8 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
                         contacts=hooks.contacts_lookup(state.contacts, secret), secret=secret,
                         on_receipt=hooks.receipt_outcomes(sends, delivery),
                         on_reply=hooks.answer_replies(conversations, catalog, publisher, statuses, clock))
-    register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=secret)
+    register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=secret,
+                   lanes_ready=lambda: critical.joined)
     register_document_view(app, documents)
 
     @app.on_before_shutdown.connect

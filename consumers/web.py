@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -18,7 +20,8 @@ MAX_UNSUBSCRIBE_BYTES = 16 * 1024  # the one-click body is `List-Unsubscribe=One
 
 
 def register_views(app: faust.App, metrics: Metrics, hearback: HearBack, public_url: str, *,
-                   ledger: PreferenceLedger | None = None, secret: bytes | None = None) -> None:
+                   ledger: PreferenceLedger | None = None, secret: bytes | None = None,
+                   lanes_ready: Callable[[], bool] = lambda: True) -> None:
     """Metrics, health, readiness and webhooks; with a `ledger` and the link `secret`, also
     `/unsubscribe/{recipient_id}` (RFC 8058 one-click unsubscribe)."""
     @app.page("/metrics")
@@ -32,8 +35,9 @@ def register_views(app: faust.App, metrics: Metrics, hearback: HearBack, public_
 
     @app.page("/ready")
     async def ready_view(web: View, request: Request) -> Response:
-        """Readiness: the worker joined its consumer group and is not rebalancing."""
-        ready = app.rebalancing_count > 0 and not app.rebalancing
+        """Readiness: the worker joined its consumer groups (the normal lane's, the critical lane's) and is not
+        rebalancing."""
+        ready = app.rebalancing_count > 0 and not app.rebalancing and lanes_ready()
         return web.json({"ready": ready}, status=200 if ready else 503)
 
     async def webhook(view: View, request: Request, channel: str, vendor: str) -> Response:

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     max_schedule_ahead: timedelta = Field(default=timedelta(days=400), description="Latest `time`, `sendat` or "
                                           "reminder accepted, from now; later ones are `rejected` with "
                                           "`invalid_time` (seconds or ISO 8601 duration).")
+    critical_fetch_wait_ms: int = Field(default=100, ge=1, le=1500, description="Longest a fetch of the critical "
+                                        "lane's own consumer waits for records (ms).")
+    critical_batch: int = Field(default=50, ge=1, description="Most records the critical lane takes per fetch; "
+                                "its offsets are committed once the whole batch has outcomes.")
     email_concurrency: int = Field(default=32, ge=1, description="Emails in flight per worker.")
     channel_concurrency: int = Field(default=16, ge=1, description="Sends in flight per worker, other channels.")
     web_host: str = Field(default="127.0.0.1", description="Interface of the web server.")
