@@ -192,14 +192,19 @@ def dlq_replay(
     reason: Annotated[str | None, typer.Option(help="Replay every dead letter with this reason.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
 ) -> None:
-    """Republish chosen dead letters to the topic they came from (their original key and bytes)."""
+    """Republish chosen dead letters to the topic they came from (their original key and bytes). One stored
+    truncated (too large for the producer) is refused: its bytes are not the original's."""
     from consumers.dlq import replay
 
     if not (offsets or reason or all_):
         err.print("say which: offsets, --reason R or --all")
         raise typer.Exit(2)
-    count = asyncio.run(replay(_settings(), offsets=set(offsets or []), reason=reason, everything=all_))
-    console.print(f"replayed {count} dead letter{'s' if count != 1 else ''}")
+    done = asyncio.run(replay(_settings(), offsets=set(offsets or []), reason=reason, everything=all_))
+    for letter, why in done.refused:
+        console.print(f"refused {letter.where}: {why}")
+    count = len(done.send)
+    console.print(f"replayed {count} dead letter{'s' if count != 1 else ''}"
+                  + (f", refused {len(done.refused)}" if done.refused else ""))
 
 
 @templates_app.command("check")

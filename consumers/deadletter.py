@@ -5,7 +5,7 @@ addresses and numbers), `herald-source-topic`, `herald-source-partition`, `heral
 `herald-attempts`, `herald-first-failure`, and `herald-message-id` when known. A record over the producer's
 limit is stored truncated with `herald-truncated`, `herald-original-size` and `herald-original-sha256` (and
 `herald-key-size`/`herald-key-sha256` for an oversized key). `herald dlq replay` republishes
-the original bytes to the source topic.
+the original bytes to the source topic, and refuses a truncated dead letter (its bytes are not the original's).
 """
 
 from __future__ import annotations
@@ -66,13 +66,14 @@ class DeadLetters:
             headers["herald-first-failure"] = (first_failure or dispatch.first_failure_at).isoformat().encode()  # type: ignore[union-attr]
         if message_id:
             headers["herald-message-id"] = message_id.encode()
-        self.metrics.dead_letters.labels(stage, reason).inc()
-        log.warning("dead-lettered record", extra={"topic": record.topic, "partition": record.partition,
-                                                    "offset": record.offset, "reason": reason})
         # Always fits: a record too big for the producer keeps its first bytes, its size and its digest.
         fitted = fit(record.key, record.value, self.max_record_bytes, headers)
         await self.publisher.send("deadletter", fitted.key, fitted.value, {**headers, **fitted.headers},
                                   durable=True)
+        # Counted once written: a write that fails is tried again (`consumers.outcomes`) and counted then.
+        self.metrics.dead_letters.labels(stage, reason).inc()
+        log.warning("dead-lettered record", extra={"topic": record.topic, "partition": record.partition,
+                                                    "offset": record.offset, "reason": reason})
         if self.statuses is None:
             return
         if dispatch is not None:

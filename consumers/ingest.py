@@ -31,7 +31,7 @@ def identify(record: Record, limit: int) -> dict[str, str]:
     from `ce_*` headers, or from the JSON when it is not absurdly large. Nothing else of it is looked at."""
     if any(k.startswith("ce_") for k in record.headers):
         found = {ID_FIELDS[k[3:]]: v.decode(errors="replace") for k, v in record.headers.items()
-                 if k[3:] in ID_FIELDS}
+                 if k.startswith("ce_") and k[3:] in ID_FIELDS}
     elif len(record.value or b"") <= limit * IDENTIFY_FACTOR:
         try:
             envelope = orjson.loads(record.value or b"")
@@ -43,6 +43,14 @@ def identify(record: Record, limit: int) -> dict[str, str]:
     else:
         return {}
     return {k: v[:200] for k, v in found.items() if isinstance(v, str)}
+
+
+def received_at(record: Record) -> datetime | None:
+    """The record's broker timestamp, if it is a time at all (a producer may set any number)."""
+    try:
+        return datetime.fromtimestamp(record.timestamp, UTC) if record.timestamp else None
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 class IngestStage:
@@ -71,7 +79,7 @@ class IngestStage:
                 "event_too_large", f"event is {size} bytes; the limit is {self.max_event_bytes}"))
             known = identify(record, self.max_event_bytes)
         else:
-            received = datetime.fromtimestamp(record.timestamp, UTC) if record.timestamp else None
+            received = received_at(record)
             result = self.router.route(record.value, record.headers, received_at=received)
             if result.rejection is None and (too_big := self._oversized(result)):
                 result.rejection = too_big

@@ -19,7 +19,7 @@ KEY_LIMIT = 1024  # a key is an id; a longer one is not one
 
 def record_size(key: bytes | None, value: bytes | None, headers: Mapping[str, bytes] | None = None) -> int:
     """Bytes a record takes against the producer's limit, overhead included."""
-    head = sum(len(k) + len(v) for k, v in (headers or {}).items())
+    head = sum(len(k.encode()) + len(v) for k, v in (headers or {}).items())  # names go out as UTF-8
     return len(key or b"") + len(value or b"") + head + RECORD_OVERHEAD
 
 

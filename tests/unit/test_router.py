@@ -175,3 +175,82 @@ def test_preferences__unusable_preferences_leave_the_event_as_it_came(broken: Pr
     r = Router(CATALOG, ("email",), clock=lambda: NOW, preferences=lookup)
     [d] = r.route(orjson.dumps(event()), {}).dispatches
     assert (d.to.timezone, d.to.locale) == (ANA["timezone"], ANA["locale"])
+
+
+# --- impossible and far-off times ------------------------------------------------------------------------------
+
+AHEAD = timedelta(days=30)
+
+
+def far_router(max_ahead: timedelta = AHEAD) -> Router:
+    return Router(CATALOG, ("email",), clock=lambda: NOW, max_ahead=max_ahead)
+
+
+def reminder(appointment_at: datetime) -> bytes:
+    payload = {**CATALOG.types["appointment.reminder"].sample, "appointment_at": appointment_at.isoformat()}
+    return orjson.dumps(event("appointment.reminder", payload=payload))
+
+
+def with_times(**times: str) -> bytes:
+    return orjson.dumps({**event(), **times})
+
+
+TOO_FAR = [
+    ("time_in_year_9999", with_times(time="9999-12-31T23:59:59Z"), "time is more than 30 days ahead"),
+    ("sendat_in_year_9999", with_times(sendat="9999-12-31T23:59:59Z"), "sendat is more than 30 days ahead"),
+    ("time_past_max_ahead", with_times(time=(NOW + AHEAD + timedelta(seconds=1)).isoformat()),
+     "time is more than 30 days ahead"),
+    ("sendat_past_max_ahead", with_times(sendat=(NOW + AHEAD + timedelta(seconds=1)).isoformat()),
+     "sendat is more than 30 days ahead"),
+    # appointment.reminder goes 7 days and 24 hours before: the second reminder is one second too far.
+    ("reminder_past_max_ahead", reminder(NOW + AHEAD + timedelta(days=1, seconds=1)),
+     "a reminder is more than 30 days ahead"),
+    ("reminder_in_year_9999", reminder(datetime(9999, 12, 31, tzinfo=UTC)), "a reminder is more than 30 days ahead"),
+]
+
+
+@pytest.mark.parametrize(("value", "detail"), [c[1:] for c in TOO_FAR], ids=[c[0] for c in TOO_FAR])
+def test_route__a_time_too_far_ahead_is_rejected_as_invalid_time(value: bytes, detail: str) -> None:
+    result = far_router().route(value, {})
+    assert result.outcome == "rejected"
+    assert result.rejection is not None and (result.rejection.reason, result.rejection.detail) == (
+        "invalid_time", detail)
+    assert result.event is not None  # the status still names the event
+    assert result.dispatches == [] and result.scheduled == []
+
+
+def test_route__date_arithmetic_past_year_9999_is_invalid_time_not_an_exception() -> None:
+    # With no limit ahead, the event's time plus its type's ttl overflows `datetime`.
+    result = far_router(max_ahead=timedelta.max).route(with_times(time="9999-12-31T23:59:59Z"), {})
+    assert result.rejection is not None and (result.rejection.reason, result.rejection.detail) == (
+        "invalid_time", "a time of the event is out of range")
+    assert result.event is not None and result.event.time is not None and result.event.time.year == 9999
+
+
+def test_route__a_sendat_at_the_limit_is_scheduled_for_then() -> None:
+    sendat = NOW + AHEAD
+    result = far_router().route(with_times(sendat=sendat.isoformat()), {})
+    assert result.rejection is None and result.outcome == "scheduled"
+    [(due, d, reason)] = result.scheduled
+    assert (due, reason) == (sendat, "sendat")
+    assert d.expires_at == sendat + CATALOG.types["order.confirmed"].ttl
+
+
+def test_route__a_time_at_the_limit_is_accepted() -> None:
+    result = far_router().route(with_times(time=(NOW + AHEAD).isoformat()), {})
+    assert result.rejection is None and result.outcome == "accepted" and len(result.dispatches) == 1
+
+
+def test_route__reminders_just_inside_max_ahead_are_scheduled() -> None:
+    appointment = NOW + AHEAD + timedelta(days=1)  # the 24-hour reminder falls exactly at the limit
+    result = far_router().route(reminder(appointment), {})
+    assert result.rejection is None and result.outcome == "scheduled"
+    assert [(due, reason) for due, _, reason in result.scheduled] == [
+        (appointment - timedelta(days=7), "reminder"), (NOW + AHEAD, "reminder")]
+
+
+def test_route__max_ahead_defaults_to_400_days() -> None:
+    assert router().max_ahead == timedelta(days=400)
+    assert router().route(with_times(sendat=(NOW + timedelta(days=399)).isoformat()), {}).outcome == "scheduled"
+    rejected = router().route(with_times(sendat=(NOW + timedelta(days=401)).isoformat()), {})
+    assert rejected.rejection is not None and rejected.rejection.reason == "invalid_time"
