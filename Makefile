@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench bench-channels venv clean schema
+.PHONY: run test test-slow lint bench bench-critical bench-channels venv clean schema
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,7 +32,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.email_throughput
+	$(BIN)/python -m bench.critical_latency
 	$(BIN)/python -m bench.channel_throughput
+
+bench-critical: $(STAMP)
+	$(BIN)/python -m bench.critical_latency
 
 bench-channels: $(STAMP)
 	$(BIN)/python -m bench.channel_throughput

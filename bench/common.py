@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from consumers.broker import EmbeddedBroker, free_port
 from consumers.devstack import start_worker, stop_process, wait_http
 from consumers.mailsink import MailSink, start_mail_sink
+from consumers.samples import always_open_catalog
 from consumers.topics import ensure_topics
 from schemas.settings import Settings
 
@@ -35,7 +36,8 @@ async def bench_stack(**overrides: object) -> AsyncIterator[BenchStack]:
     tag = uuid.uuid4().hex[:6]
     values: dict[str, object] = dict(kafka_bootstrap=broker.bootstrap, topic_prefix=f"b{tag}.",
                                      app_id=f"bench-{tag}", data_dir=tmp, smtp_port=free_port(),
-                                     web_port=free_port(), secret="bench", log_level="warning")
+                                     web_port=free_port(), secret="bench", log_level="warning",
+                                     catalog=always_open_catalog(tmp))  # a benchmark must not wait for 08:00
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
     controller, sink = start_mail_sink(settings.smtp_port)

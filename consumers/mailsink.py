@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -18,6 +19,7 @@ class MailSink:
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder
         self.raw: list[bytes] = []
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), first recipient), for latency benchmarks
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         if folder:
@@ -27,6 +29,7 @@ class MailSink:
         raw = envelope.original_content or b""
         with self._lock:
             self.raw.append(raw)  # parsed only when asked for: parsing costs more than receiving
+            self.arrivals.append((time.monotonic(), envelope.rcpt_tos[0] if envelope.rcpt_tos else ""))
             n = next(self._seq)
         if self.folder:
             (self.folder / f"{n:06d}.eml").write_bytes(raw)

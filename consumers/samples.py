@@ -4,8 +4,12 @@ three bad inputs. `SIM_BEHAVIOUR` makes the simulated people answer, so replies 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from consumers.app import BUNDLED_CATALOG
 from consumers.publish import make_event
 from schemas.catalog import Catalog
 
@@ -74,3 +78,17 @@ def bad_events() -> list[dict[str, Any]]:
     """Inputs Herald must refuse with a reason: an unknown type and a payload missing a field."""
     return [make_event("pizza.delivered", ANA, {}, source="herald/demo"),
             make_event("order.confirmed", ANA, {"order_id": "1002"}, source="herald/demo")]
+
+
+def always_open_catalog(directory: Path) -> Path:
+    """The bundled catalog with quiet hours off for every type, written to `directory`.
+
+    Workers read the wall clock, so a test or benchmark that is not about quiet hours would otherwise schedule its
+    messages for the morning whenever it runs in the recipient's night. Quiet hours are tested on injected clocks.
+    """
+    catalog = yaml.safe_load(BUNDLED_CATALOG.read_text(encoding="utf-8"))
+    for entry in catalog["types"].values():
+        entry["quiet_hours"] = "ignore"
+    path = directory / "catalog.always-open.yaml"
+    path.write_text(yaml.safe_dump(catalog, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path

@@ -6,25 +6,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
-from consumers.app import BUNDLED_CATALOG
 from consumers.broker import free_port
+from consumers.samples import always_open_catalog
 from schemas.settings import Settings
-
-
-def always_open_catalog(directory: Path) -> Path:
-    """The bundled catalog with quiet hours off for every type, written to `directory`.
-
-    Workers read the wall clock, so a test that is not about quiet hours would otherwise schedule its messages
-    for the morning whenever it runs in the recipient's night. Quiet hours are tested on injected clocks.
-    """
-    catalog = yaml.safe_load(BUNDLED_CATALOG.read_text(encoding="utf-8"))
-    for entry in catalog["types"].values():
-        entry["quiet_hours"] = "ignore"
-    path = directory / "catalog.always-open.yaml"
-    path.write_text(yaml.safe_dump(catalog, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def unique_settings(tmp_path: Path, **overrides: object) -> Settings:
