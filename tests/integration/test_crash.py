@@ -23,6 +23,7 @@ from tests.integration.harness import Stack
 pytestmark = pytest.mark.integration
 
 PAYLOAD = {"order_id": "1", "total": "1.00", "currency": "EUR", "items": []}
+RESET = {"reset_url": "https://example.org/reset/abc", "expires_minutes": 30}
 
 
 async def publish(stack: Stack, n: int, per_second: float) -> None:
@@ -32,9 +33,13 @@ async def publish(stack: Stack, n: int, per_second: float) -> None:
     try:
         batch = max(1, int(per_second / 10))
         for i in range(n):
-            event = make_event("order.confirmed", {"id": f"u{i}", "email": f"u{i}@example.org"}, PAYLOAD,
+            # Every tenth is a password reset: the critical lane's own consumer dies mid-batch too.
+            critical = i % 10 == 0
+            event = make_event("password.reset" if critical else "order.confirmed",
+                               {"id": f"u{i}", "email": f"u{i}@example.org"}, RESET if critical else PAYLOAD,
                                idempotencykey=f"crash-{i}")
-            await producer.send(stack.settings.topic("events"), orjson.dumps(event), key=f"u{i}".encode())
+            await producer.send(stack.settings.topic("events.critical" if critical else "events"),
+                                orjson.dumps(event), key=f"u{i}".encode())
             if i % batch == batch - 1:
                 await producer.flush()
                 await asyncio.sleep(0.1)
