@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -94,36 +95,56 @@ class CriticalLane:
         await consumer.start()
         consumer.subscribe(list(self.routes), listener=self._joined)
         log.info("critical lane started", extra={"group": self.group_id, "topics": len(self.routes)})
+        # Each partition's batch runs on its own, its partition paused meanwhile, so an email code never waits for
+        # a batch of SMS codes metered at one a second on another topic.
+        in_flight: dict[TopicPartition, asyncio.Task[None]] = {}
         try:
             while True:
                 try:
-                    batches = await consumer.getmany(timeout_ms=1000, max_records=self.settings.critical_batch)
+                    batches = await consumer.getmany(timeout_ms=self.settings.critical_fetch_wait_ms,
+                                                     max_records=self.settings.critical_batch)
                 except KafkaError as exc:  # the broker went away for a moment; the next poll reconnects
                     log.warning("critical lane fetch failed", extra={"error_class": type(exc).__name__})
                     await asyncio.sleep(0.5)
                     continue
-                if batches:
-                    await self.handle(batches)
-                    await self._commit(consumer, batches)
+                for tp, records in batches.items():
+                    if not records:
+                        continue
+                    consumer.pause(tp)
+                    task = asyncio.create_task(self._handle(consumer, tp, records), name=f"critical {tp}")
+                    in_flight[tp] = task
+                    task.add_done_callback(partial(self._done, consumer, in_flight, tp))
         finally:
+            for task in in_flight.values():
+                task.cancel()
+            await asyncio.gather(*in_flight.values(), return_exceptions=True)
             with contextlib.suppress(Exception):
                 await consumer.stop()
 
-    async def handle(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
-        """Every partition's records, partitions side by side; returns when each record has a durable outcome."""
-        await asyncio.gather(*(self._partition(tp.topic, records) for tp, records in batches.items()))
-
-    async def _partition(self, topic: str, records: Sequence[ConsumerRecord]) -> None:
-        route = self.routes[topic]
-        await handle_batch([to_record(r) for r in records], route.handler, stage=route.stage,
-                           dead_letters=self.dead_letters, concurrently=route.concurrently)
-
-    async def _commit(self, consumer: AIOKafkaConsumer,
-                      batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+    async def _handle(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[ConsumerRecord]
+                      ) -> None:
+        """One partition's batch until every record has a durable outcome, then its commit (so commits are
+        contiguous: a batch is committed only as a whole, after the one before it)."""
+        route = self.routes[tp.topic]
         try:
-            await consumer.commit(offsets)
+            await handle_batch([to_record(r) for r in records], route.handler, stage=route.stage,
+                               dead_letters=self.dead_letters, concurrently=route.concurrently)
+        except Exception:  # handle_batch gives every record an outcome; should it ever fail, skip nothing
+            log.exception("critical lane batch failed; it is read again", extra={"stage": route.stage})
+            if tp in consumer.assignment():
+                consumer.seek(tp, records[0].offset)
+            return
+        try:
+            await consumer.commit({tp: records[-1].offset + 1})
         except (CommitFailedError, KafkaError) as exc:
-            # A rebalance took a partition mid-batch: its new owner starts from the last commit, and the send
+            # A rebalance took the partition mid-batch: its new owner starts from the last commit, and the send
             # ledger keeps what this worker already sent from going out twice.
             log.warning("critical lane commit failed", extra={"error_class": type(exc).__name__})
+
+    @staticmethod
+    def _done(consumer: AIOKafkaConsumer, in_flight: dict[TopicPartition, asyncio.Task[None]], tp: TopicPartition,
+              task: asyncio.Task[None]) -> None:
+        if in_flight.get(tp) is task:
+            del in_flight[tp]
+        if tp in consumer.assignment():  # a rebalance may have taken it meanwhile
+            consumer.resume(tp)
