@@ -369,5 +369,50 @@ def prefs_set(
     sys.stdout.write(asyncio.run(go()) + "\n")
 
 
+@app.command()
+def forget(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e.g. user-42.")],
+           email: Annotated[list[str] | None, typer.Option(help="An email address of theirs to clear too.")] = None,
+           phone: Annotated[list[str] | None, typer.Option(help="A phone number of theirs to clear too.")] = None,
+           ) -> None:
+    """Erase a person from Herald's state (GDPR): preferences, caps, scheduled messages (each `cancelled`),
+    send and document records, open questions. Run it with the workers' HERALD_SECRET (addresses are keyed with
+    it). What it cannot erase is listed in SECURITY.md."""
+    settings = _settings()
+
+    async def go() -> object:
+        from consumers.erasure import forget as erase
+        from consumers.metrics import Metrics
+        from consumers.publish import TopicPublisher
+        from consumers.router import utcnow
+        from consumers.state import State
+        from consumers.status import StatusEmitter
+        from consumers.topics import ensure_topics
+
+        await ensure_topics(settings)
+        state = State.on_topics(settings)
+        try:
+            await state.ready()
+            async with TopicPublisher(settings) as publisher:
+                secret = settings.secret.get_secret_value().encode()
+                statuses = StatusEmitter(publisher, Metrics(), secret, utcnow)
+                addresses = [("email", a) for a in email or []] + [
+                    (c, p) for p in phone or [] for c in ("sms", "whatsapp", "voice")]
+                result = await erase({name: getattr(state, name) for name in (
+                    "preferences", "caps", "schedules", "sends", "documents", "contacts")},
+                    recipient_id, secret=secret, addresses=addresses, statuses=statuses)
+            for store in state.stores():
+                flush = getattr(store, "flush", None)
+                if flush is not None:
+                    await flush()
+            return result
+        finally:
+            await state.stop()
+
+    result = asyncio.run(go())
+    for name, count in result.deleted.items():  # type: ignore[attr-defined]
+        console.print(f"{name:<12} {count} deleted")
+    console.print(f"{len(result.cancelled)} scheduled messages cancelled")  # type: ignore[attr-defined]
+
+
 def main() -> None:
     app()

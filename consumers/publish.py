@@ -33,6 +33,27 @@ def ingest_topic(settings: Settings, catalog: Catalog | None, event_type: str) -
     return settings.topic("events.critical" if critical else "events")
 
 
+class TopicPublisher:
+    """A `consumers.records.Publisher` over a plain aiokafka producer, for tools outside a worker (`herald forget`
+    publishes its `cancelled` statuses through it). Every send is awaited: a tool has no batch to wait for."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = AIOKafkaProducer(**kafka_client_kwargs(settings))
+
+    async def __aenter__(self) -> TopicPublisher:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+
+    async def send(self, topic: str, key: bytes | None, value: bytes,
+                   headers: Mapping[str, bytes] | None = None, *, durable: bool = False) -> None:
+        await self.producer.send_and_wait(self.settings.topic(topic), value, key=key,
+                                          headers=list((headers or {}).items()) or None)
+
+
 class EventProducer:
     """A thin aiokafka producer for CloudEvents, keyed by recipient id."""
 
