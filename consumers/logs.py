@@ -45,5 +45,15 @@ def logging_config(level: str) -> dict[str, Any]:
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "logfmt",
                                 "stream": "ext://sys.stderr"}},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
-        "loggers": {"aiokafka": {"level": "WARNING"}, "faust": {"level": level.upper()}},
+        # Faust and mode log whole records at debug (bodies, addresses, codes): never below info, whatever
+        # HERALD_LOG_LEVEL says. tests/integration/test_personal_data.py scans a debug run for personal data.
+        "loggers": {"aiokafka": {"level": "WARNING"},
+                    **{name: {"level": _at_least_info(level)} for name in LIBRARIES_WITH_RECORDS}},
     }
+
+
+LIBRARIES_WITH_RECORDS = ("faust", "mode", "aiohttp.access")
+
+
+def _at_least_info(level: str) -> str:
+    return level.upper() if logging.getLevelName(level.upper()) >= logging.INFO else "INFO"
