@@ -2,8 +2,12 @@
 
 https://www.standardwebhooks.com — `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,` + base64
 HMAC-SHA256 of `id.timestamp.body`). The URL comes from outside Herald, so every send goes through an SSRF
-guard: the host is resolved once, every address it resolves to must be public, and the request is pinned to
-the checked address so a second DNS answer (rebinding) cannot point it elsewhere.
+guard: the port must be an allowed one, the host is resolved once, every address it resolves to must be public
+unicast (no private, loopback, link-local, site-local, shared, reserved or documentation range, also when hidden
+inside an IPv6 address), and the request is pinned to the checked address so a second DNS answer (rebinding)
+cannot point it elsewhere. `HERALD_WEBHOOK_TIMEOUT` bounds the whole send, from the DNS lookup to the end of the
+answer: httpx's own timeouts are per connect and per read, so a receiver trickling one byte at a time would
+otherwise hold a send for as long as it liked.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import json
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import httpx
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from channels.base import OutboundMessage, SendResult
 from channels.errors import InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
@@ -32,18 +36,59 @@ DEV_SIGNING_SECRET = "whsec_" + base64.b64encode(b"herald-dev-webhook-secret-32b
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# IANA's special-purpose registries (RFC 6890 and later): none of these is a customer's public endpoint. Listed
+# here as well as asked of `ipaddress`, whose own tables change between Python patch releases (on 3.11.7
+# `fec0::1`, deprecated site-local, counts as global).
+FORBIDDEN_V4 = tuple(ipaddress.IPv4Network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+    "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4"))
+FORBIDDEN_V6 = tuple(ipaddress.IPv6Network(n) for n in (
+    "::/8", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "3fff::/20", "5f00::/16", "fc00::/7",
+    "fe80::/10", "fec0::/10", "ff00::/8"))
+# NAT64's well-known prefix carries a public IPv4 address in its last 32 bits (DNS64 answers with it on
+# IPv6-only networks), so it is judged by that address.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+DEFAULT_PORTS = frozenset({443, 8443})
+
+# `443,8443` in the environment; without `NoDecode` pydantic-settings would JSON-decode it before the validator.
+PortSet = Annotated[frozenset[int], NoDecode]
+
 
 class WebhookSettings(BaseSettings):
     """`HERALD_WEBHOOK_*`. There is no base URL: each message carries its receiver's URL as its address."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_WEBHOOK_", extra="ignore")
+    # Development value production refuses (channels/production.py). Field -> what to set instead.
+    DEV_DEFAULTS: ClassVar[dict[str, str]] = {
+        "signing_secret": "your own, e.g. whsec_ + `openssl rand -base64 32`"}
 
     signing_secret: SecretStr = Field(default=SecretStr(DEV_SIGNING_SECRET),
                                       description="`whsec_` + base64 of the HMAC key (24 to 64 bytes).")
-    timeout: float = Field(default=10.0, gt=0, description="Seconds for the whole request.")
-    allow_private: bool = Field(default=False, description="Allow plain http and private, loopback and "
-                                "link-local addresses (dev and tests only).")
+    timeout: float = Field(default=10.0, gt=0, description="Seconds for the whole send: DNS lookup, connect, "
+                           "request and answer together.")
+    allow_private: bool = Field(default=False, description="Allow plain http, any port, and private, loopback "
+                                "and link-local addresses (dev and tests only).")
     max_body_bytes: int = Field(default=256 * 1024, gt=0, description="Largest JSON body sent.")
+    ports: PortSet = Field(default=DEFAULT_PORTS, description="Ports a webhook URL may name: `443,8443` "
+                           "(comma-separated or a JSON list). Not applied when `allow_private` is on.")
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _ports(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _port_range(cls, value: frozenset[int]) -> frozenset[int]:
+        if not value or any(not 0 < port < 65536 for port in value):
+            raise ValueError("HERALD_WEBHOOK_PORTS must list ports between 1 and 65535")
+        return value
 
 
 async def resolve_host(host: str, port: int) -> list[str]:
@@ -54,11 +99,23 @@ async def resolve_host(host: str, port: int) -> list[str]:
 
 def forbidden_address(ip: IPAddress) -> bool:
     """True for anything but a public unicast address, including private IPv4 hidden inside IPv6."""
-    embedded = []
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = [a for a in (ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())) if a is not None]
-    return any(a.is_loopback or a.is_private or a.is_link_local or a.is_multicast or a.is_reserved
-               or a.is_unspecified or not a.is_global for a in (ip, *embedded))
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 host a.b.c.d itself
+            return forbidden_address(ip.ipv4_mapped)
+        if ip in NAT64:
+            return forbidden_address(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        embedded = [a for a in (ip.sixtofour, *(ip.teredo or ())) if a is not None]
+        return any(_special(a) for a in (ip, *embedded))
+    return _special(ip)
+
+
+def _special(ip: IPAddress) -> bool:
+    """Any address outside public unicast, by `ipaddress`'s properties or IANA's registries."""
+    table: tuple[ipaddress.IPv4Network, ...] | tuple[ipaddress.IPv6Network, ...] = (
+        FORBIDDEN_V6 if isinstance(ip, ipaddress.IPv6Address) else FORBIDDEN_V4)
+    return (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved
+            or ip.is_unspecified or getattr(ip, "is_site_local", False) or not ip.is_global
+            or any(ip in network for network in table))
 
 
 class StandardWebhookProvider:
@@ -66,6 +123,7 @@ class StandardWebhookProvider:
 
     name = "standard"
     channel = "webhook"
+    settings_class = WebhookSettings
 
     def __init__(self, config: WebhookSettings, settings: Settings, *,
                  transport: httpx.AsyncBaseTransport | None = None,
@@ -91,6 +149,15 @@ class StandardWebhookProvider:
 
     async def send(self, message: OutboundMessage) -> SendResult:
         body = self._body(message)
+        try:
+            # One deadline for everything the receiver's side can slow down, read by read or not at all.
+            async with asyncio.timeout(self.config.timeout):
+                return await self._post(message, body)
+        except TimeoutError as exc:
+            raise ProviderUnavailable(f"no answer within {self.config.timeout:g} s", code="timeout",
+                                      provider=self.name) from exc
+
+    async def _post(self, message: OutboundMessage, body: bytes) -> SendResult:
         url, host_header, server_name = await self._checked_url(message.address)
         timestamp = int(self.clock())
         headers = {
@@ -136,6 +203,11 @@ class StandardWebhookProvider:
         if url.scheme not in allowed_schemes or not url.host:
             raise InvalidRecipient("webhook URL must be https", code="invalid_url", provider=self.name)
         port = url.port or (443 if url.scheme == "https" else 80)
+        # An https URL on an odd port is how an SSRF reaches an internal service on a public address (an admin
+        # console, a database's HTTP port); dev and tests (allow_private) run receivers on random local ports.
+        if not self.config.allow_private and port not in self.config.ports:
+            raise InvalidRecipient(f"webhook port {port} is not allowed", code="forbidden_port",
+                                   provider=self.name)
         try:
             addresses = [ipaddress.ip_address(a) for a in await resolve_host(url.raw_host.decode("ascii"), port)]
         except (OSError, ValueError) as exc:  # socket.gaierror is an OSError

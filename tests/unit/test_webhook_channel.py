@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +69,15 @@ async def make(settings: Settings) -> AsyncIterator[Make]:
     providers: list[StandardWebhookProvider] = []
 
     def build(handler: Handler | None = None, *, allow_private: bool = False,
-              clock: Callable[[], float] = lambda: NOW) -> tuple[StandardWebhookProvider, list[httpx.Request]]:
+              clock: Callable[[], float] = lambda: NOW,
+              **config: Any) -> tuple[StandardWebhookProvider, list[httpx.Request]]:
         seen: list[httpx.Request] = []
 
         def record(request: httpx.Request) -> httpx.Response:
             seen.append(request)
             return (handler or ok)(request)
 
-        provider = StandardWebhookProvider(WebhookSettings(allow_private=allow_private), settings,
+        provider = StandardWebhookProvider(WebhookSettings(allow_private=allow_private, **config), settings,
                                            transport=httpx.MockTransport(record), clock=clock)
         providers.append(provider)
         return provider, seen
@@ -110,6 +113,31 @@ def test_webhook_settings__dev_defaults(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setenv("HERALD_WEBHOOK_ALLOW_PRIVATE", "true")
     assert WebhookSettings().allow_private is True
+
+
+PORTS_ENV_CASES = [
+    ("default", None, {443, 8443}),
+    ("comma-separated", "443, 9443", {443, 9443}),
+    ("one", "8443", {8443}),
+    ("json-list", "[443, 10443]", {443, 10443}),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), [c[1:] for c in PORTS_ENV_CASES], ids=[c[0] for c in PORTS_ENV_CASES])
+def test_webhook_settings__ports_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str | None,
+                                                      expected: set[int]) -> None:
+    if value is not None:
+        monkeypatch.setenv("HERALD_WEBHOOK_PORTS", value)
+
+    assert WebhookSettings().ports == expected
+
+
+@pytest.mark.parametrize("value", ["0", "443,70000", "", "https"], ids=["zero", "too-high", "empty", "word"])
+def test_webhook_settings__bad_ports_refuse_to_start(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("HERALD_WEBHOOK_PORTS", value)
+
+    with pytest.raises(ValueError):
+        WebhookSettings()
 
 
 def test_standard_webhook__is_only_a_sender(settings: Settings) -> None:
@@ -270,6 +298,122 @@ async def test_standard_webhook__allow_private_lets_dev_reach_local_receivers(ma
     assert str(seen[0].url) == url
 
 
+# Every special-purpose range, whether the URL names it or the customer's DNS answers with it.
+RESERVED_CASES = [
+    ("site-local-v6", "fec0::1"),
+    ("site-local-v6-high", "feff:ffff::1"),
+    ("ipv4-mapped-loopback", "::ffff:127.0.0.1"),
+    ("ipv4-mapped-private", "::ffff:10.0.0.1"),
+    ("ipv4-mapped-metadata", "::ffff:169.254.169.254"),
+    ("ipv4-compatible-loopback", "::127.0.0.1"),
+    ("shared-address-space", "100.64.1.1"),
+    ("shared-address-space-top", "100.127.255.254"),
+    ("cloud-metadata", "169.254.169.254"),
+    ("unspecified", "0.0.0.0"),
+    ("this-network", "0.1.2.3"),
+    ("multicast", "224.0.0.1"),
+    ("multicast-v6", "ff02::1"),
+    ("unique-local-v6", "fc00::1"),
+    ("loopback-v6", "::1"),
+    ("unspecified-v6", "::"),
+    ("loopback-v4-range", "127.1.2.3"),
+    ("ietf-protocol-assignments", "192.0.0.9"),
+    ("documentation-v4", "192.0.2.10"),
+    ("documentation-v4-2", "198.51.100.7"),
+    ("documentation-v4-3", "203.0.113.9"),
+    ("documentation-v6", "2001:db8::1"),
+    ("documentation-v6-2024", "3fff::1"),
+    ("benchmarking", "198.18.0.1"),
+    ("6to4-relay-anycast", "192.88.99.1"),
+    ("reserved-class-e", "240.0.0.1"),
+    ("broadcast", "255.255.255.255"),
+    ("6to4-wrapping-private", "2002:a00:1::1"),
+    ("teredo", "2001:0:4136:e378:8000:63bf:3fff:fdd2"),
+    ("nat64-wrapping-loopback", "64:ff9b::7f00:1"),
+    ("nat64-local-use", "64:ff9b:1::a00:1"),
+    ("discard-only-v6", "100::1"),
+    ("srv6-sids", "5f00::1"),
+    ("link-local-v6", "fe80::1"),
+]
+
+
+def _literal_url(address: str) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"https://{host}/hook"
+
+
+@pytest.mark.parametrize("address", [c[1] for c in RESERVED_CASES], ids=[c[0] for c in RESERVED_CASES])
+@pytest.mark.parametrize("named_by", ["url", "dns"])
+async def test_standard_webhook__every_special_range_is_refused(make: Make, monkeypatch: pytest.MonkeyPatch,
+                                                                address: str, named_by: str) -> None:
+    monkeypatch.setattr(webhook_module, "resolve_host", resolver(address))
+    provider, seen = make()
+    url = _literal_url(address) if named_by == "url" else "https://hooks.example.com/herald"
+
+    with pytest.raises(InvalidRecipient) as caught:
+        await provider.send(outbound(address=url))
+
+    assert caught.value.code == "forbidden_address"
+    assert caught.value.retriable is False
+    assert seen == []
+
+
+# An IPv6 address that is only a public IPv4 one in disguise is judged by that IPv4 address.
+WRAPPED_PUBLIC_CASES = [
+    ("ipv4-mapped-public", "::ffff:93.184.216.34"),
+    ("nat64-public", "64:ff9b::5db8:d822"),
+]
+
+
+@pytest.mark.parametrize("address", [c[1] for c in WRAPPED_PUBLIC_CASES], ids=[c[0] for c in WRAPPED_PUBLIC_CASES])
+async def test_standard_webhook__public_ipv4_wrapped_in_ipv6_is_sent(make: Make, monkeypatch: pytest.MonkeyPatch,
+                                                                    address: str) -> None:
+    monkeypatch.setattr(webhook_module, "resolve_host", resolver(address))
+    provider, seen = make()
+
+    await provider.send(outbound(address="https://hooks.example.com/herald"))
+
+    assert len(seen) == 1
+
+
+PORT_CASES: list[tuple[str, str, dict[str, Any], bool]] = [
+    ("default-443", "https://93.184.216.34/hook", {}, True),
+    ("explicit-443", "https://93.184.216.34:443/hook", {}, True),
+    ("8443", "https://93.184.216.34:8443/hook", {}, True),
+    ("ssh", "https://93.184.216.34:22/hook", {}, False),
+    ("redis", "https://93.184.216.34:6379/hook", {}, False),
+    ("http-alt", "https://93.184.216.34:8080/hook", {}, False),
+    ("https-on-80", "https://93.184.216.34:80/hook", {}, False),
+    ("hostname-on-odd-port", "https://hooks.example.com:9200/hook", {}, False),
+    ("configured-9443", "https://93.184.216.34:9443/hook", {"ports": {9443}}, True),
+    ("443-not-configured", "https://93.184.216.34/hook", {"ports": {9443}}, False),
+    ("allow-private-lifts-it", "http://127.0.0.1:6379/hook", {"allow_private": True}, True),
+]
+
+
+@pytest.mark.parametrize(("url", "config", "allowed"), [c[1:] for c in PORT_CASES], ids=[c[0] for c in PORT_CASES])
+async def test_standard_webhook__only_allowed_ports(make: Make, monkeypatch: pytest.MonkeyPatch, url: str,
+                                                   config: dict[str, Any], allowed: bool) -> None:
+    asked: list[tuple[str, int]] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return ["93.184.216.34"]
+
+    monkeypatch.setattr(webhook_module, "resolve_host", resolve)
+    provider, seen = make(**config)
+
+    if allowed:
+        await provider.send(outbound(address=url))
+        assert len(seen) == 1
+    else:
+        with pytest.raises(InvalidRecipient) as caught:
+            await provider.send(outbound(address=url))
+        assert caught.value.code == "forbidden_port"
+        assert caught.value.retriable is False
+        assert (seen, asked) == ([], [])  # refused before any lookup or connection
+
+
 HOSTNAME_CASES = [
     ("public", ("93.184.216.34",), None),
     ("public-v4-and-v6", ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"), None),
@@ -427,3 +571,69 @@ async def test_standard_webhook__every_transport_error_becomes_provider_unavaila
 
     assert caught.value.retriable is True
     assert caught.value.provider == "standard"
+
+
+# --- one deadline for the whole send --------------------------------------------------------------------------
+
+
+def _trickle(first: bytes, drip: bytes, rest: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                                                Awaitable[None]]:
+    """A receiver that sends `first`, then `drip` one byte every 0.5 s, then `rest`."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(first)
+            for byte in drip:  # one byte every 0.5 s: each read is quick, the answer never ends in time
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.5)
+            writer.write(rest)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    return serve
+
+
+TRICKLE_CASES = [
+    ("status-line", b"", b"HTTP/1.1 204 No Content", b"\r\nContent-Length: 0\r\n\r\n"),
+    ("headers", b"HTTP/1.1 204 No Content\r\n", b"X-Slow: " + b"z" * 16, b"\r\nContent-Length: 0\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize(("first", "drip", "rest"), [c[1:] for c in TRICKLE_CASES], ids=[c[0] for c in TRICKLE_CASES])
+async def test_standard_webhook__answer_trickled_past_the_deadline_is_cut_at_it(settings: Settings, first: bytes,
+                                                                                drip: bytes, rest: bytes) -> None:
+    server = await asyncio.start_server(_trickle(first, drip, rest), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = StandardWebhookProvider(WebhookSettings(allow_private=True, timeout=1.0), settings)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProviderUnavailable) as caught:
+            await provider.send(outbound(address=f"http://127.0.0.1:{port}/hook"))
+        elapsed = time.monotonic() - started
+    finally:
+        await provider.close()
+        server.close()
+
+    assert elapsed < 2.0
+    assert caught.value.code == "timeout"
+    assert caught.value.retriable is True
+    assert caught.value.provider == "standard"
+
+
+async def test_standard_webhook__quick_answer_is_not_cut(settings: Settings) -> None:
+    server = await asyncio.start_server(_trickle(b"HTTP/1.1 204 No Content\r\n", b"", b"Content-Length: 0"
+                                                       b"\r\n\r\n"), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = StandardWebhookProvider(WebhookSettings(allow_private=True, timeout=1.0), settings)
+    try:
+        result = await provider.send(outbound(address=f"http://127.0.0.1:{port}/hook"))
+    finally:
+        await provider.close()
+        server.close()
+
+    assert result.detail == "HTTP 204"
