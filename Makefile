@@ -4,12 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow lint bench bench-critical bench-channels venv clean schema
+# Every install is hash-checked against a lock: requirements-build.lock (pip, setuptools), requirements-dev.lock
+# (runtime + dev + devstack extras: tests, `herald dev`) and requirements.lock (runtime only: the image).
+# `make lock` regenerates them with uv for CPython 3.11 on Linux x86_64, whatever machine runs it, keeping the
+# current pins; `make lock UPGRADE=1` moves every pin to the newest release the floors in pyproject.toml allow.
+UV_VERSION := 0.13.9
+LOCK_VENV := $(VENV)/lock-tools
+UV := $(LOCK_VENV)/bin/uv
+LOCK_ARGS := --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command "make lock (CPython 3.11, Linux x86_64)" $(if $(UPGRADE),--upgrade)
 
-$(STAMP): pyproject.toml
+.PHONY: run test test-slow lint bench bench-critical bench-channels venv clean schema lock
+
+# The build tools first (the pip that checks the hashes, the setuptools that builds Herald), then the exact
+# dependency set, then Herald itself without letting pip resolve anything (--no-deps) or fetch unhashed build
+# requirements (--no-build-isolation).
+$(STAMP): pyproject.toml requirements-build.lock requirements-dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-build.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -43,6 +57,13 @@ bench-channels: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/herald schema --write
+
+# The dev lock first; the runtime lock is constrained by it, so production runs exactly the versions tested.
+lock:
+	test -x $(UV) || { $(PY) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION); }
+	$(UV) pip compile pyproject.toml --extra dev --extra devstack $(LOCK_ARGS) -o requirements-dev.lock
+	$(UV) pip compile pyproject.toml -c requirements-dev.lock $(LOCK_ARGS) -o requirements.lock
+	$(UV) pip compile requirements-build.in $(LOCK_ARGS) -o requirements-build.lock
 
 clean:
 	rm -rf $(VENV) .herald .pytest_cache

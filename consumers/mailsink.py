@@ -8,9 +8,13 @@ import time
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+# aiosmtpd comes with the `devstack` extra, which the production image does not install: importing this module
+# must not need it (only starting a sink does).
+if TYPE_CHECKING:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP, Envelope, Session
 
 
 class MailSink:
@@ -47,6 +51,8 @@ class MailSink:
 
 def start_mail_sink(port: int, folder: Path | None = None, host: str = "127.0.0.1") -> tuple[Controller, MailSink]:
     """Start an SMTP server in a background thread; call `controller.stop()` to end it."""
+    from aiosmtpd.controller import Controller
+
     sink = MailSink(folder)
     controller = Controller(sink, hostname=host, port=port, data_size_limit=25 * 1024 * 1024)
     controller.start()
