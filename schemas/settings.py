@@ -2,28 +2,61 @@
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MIN_SECRET_LENGTH = 16
+# The SASL mechanisms aiokafka implements (aiokafka/conn.py). GSSAPI needs the `gssapi` package and a Kerberos
+# ticket; OAUTHBEARER needs a token provider object, which Herald does not configure, so it is refused.
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"]
+SASL_MECHANISMS: tuple[str, ...] = get_args(SaslMechanism)
+
+# HERALD_SECRET in production: at least this many bits, estimated as length * log2(distinct characters).
+MIN_SECRET_BITS = 128
+# Secrets published in this repository (compose, the example Secret, tests, benchmarks) and the usual fillers:
+# anyone can read them, so they sign and hash nothing in production.
+KNOWN_PUBLIC_SECRETS = frozenset({
+    "change-me-in-production-please",  # docker-compose.yml's default until issue 11
+    "EXAMPLE-ONLY-replace-with-32-random-bytes",  # deploy/k8s/secret.example.yaml
+    "test-secret", "test-secret-for-simulator", "test-secret-for-voice",  # tests
+    "bench", "bench-secret-0123456789",  # bench/
+    "secret", "changeme", "change-me", "password", "herald",
+})
+# Words that only a placeholder contains (`EXAMPLE-ONLY-kafka-password`, `change-me-…`), compared lower-cased.
+PLACEHOLDER_MARKERS = ("example-only", "change-me", "changeme", "replace-me", "replace-with")
+GENERATE_SECRET = "generate one with `openssl rand -base64 32`"
 
 
 class Settings(BaseSettings):
     """Every knob, read from `HERALD_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+    # hide_input_in_errors: a validation error must not print the values it was given (secrets, passwords).
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore", hide_input_in_errors=True)
 
-    env: Literal["dev", "production"] = Field(default="dev", description="production requires HERALD_SECRET.")
+    env: Literal["dev", "production"] = Field(default="dev", description="production refuses to start without a "
+                                              "strong HERALD_SECRET, with development credentials or with a Kafka "
+                                              "password sent in clear.")
     kafka_bootstrap: str = Field(default="localhost:9092", description="Bootstrap servers, comma-separated.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str = Field(default="PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_mechanism: SaslMechanism = Field(default="PLAIN", description="PLAIN (only over SASL_SSL in "
+                                                "production), SCRAM-SHA-256, SCRAM-SHA-512 or GSSAPI (needs the "
+                                                "`gssapi` package and a Kerberos ticket).")
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA certificates (PEM) that verify the "
+                                          "brokers, instead of the system's; with SSL or SASL_SSL.")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="Client certificate chain (PEM) for mutual "
+                                            "TLS; may hold the private key too.")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Private key (PEM) of the client "
+                                           "certificate, when not in HERALD_KAFKA_SSL_CERTFILE.")
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="Password of an encrypted client "
+                                                     "private key.")
     topic_prefix: str = Field(default="herald.", description="Prefix of every topic.")
     partitions: int = Field(default=3, ge=1, description="Partitions per topic when Herald creates topics.")
     replication_factor: int = Field(default=1, ge=1, description="Replication when Herald creates topics.")
@@ -82,19 +115,98 @@ class Settings(BaseSettings):
                                 "its offsets are committed once the whole batch has outcomes.")
     email_concurrency: int = Field(default=32, ge=1, description="Emails in flight per worker.")
     channel_concurrency: int = Field(default=16, ge=1, description="Sends in flight per worker, other channels.")
-    web_host: str = Field(default="127.0.0.1", description="Interface of the web server.")
-    web_port: int = Field(default=6066, description="Webhooks, tracking, /metrics, /messages/{id}.")
+    web_host: str = Field(default="127.0.0.1", description="Interface of the public web server (the only one it "
+                          "binds).")
+    web_port: int = Field(default=6066, description="Public port: provider webhooks, unsubscribe and document "
+                          "links. Nothing else is served there.")
+    admin_host: str = Field(default="127.0.0.1", description="Interface of the admin server; set `0.0.0.0` where "
+                            "probes and Prometheus reach it from outside the pod, and keep it off the internet.")
+    admin_port: int = Field(default=6067, description="Admin port: /metrics, /health (liveness), /ready "
+                            "(readiness).")
+    webhook_max_bytes: int = Field(default=1_048_576, ge=1024, description="Largest provider webhook body read "
+                                   "(however it arrives: Content-Length or chunked); a larger one is refused "
+                                   "with 413 before any work.")
+    webhook_tolerance: float = Field(default=300.0, gt=0, description="Seconds a provider's signed webhook "
+                                     "timestamp (SendGrid, Vonage) may be off Herald's clock; an older or later "
+                                     "one is refused with 403, so a captured webhook cannot be replayed later.")
     secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
                               description="Signs links, hashes recipients.")
     log_level: str = Field(default="info", description="debug, info, warning or error.")
 
+    @field_validator("kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _sasl_mechanism(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().upper()
+            if value not in SASL_MECHANISMS:
+                raise ValueError(f"HERALD_KAFKA_SASL_MECHANISM={value} is not a SASL mechanism aiokafka supports "
+                                 f"({', '.join(SASL_MECHANISMS)})")
+        return value
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: Any) -> Any:
+        # `HERALD_KAFKA_SSL_CAFILE=` in a manifest means "not set", not the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
-    def _production_needs_secret(self) -> Settings:
-        if self.env == "production" and ("secret" not in self.model_fields_set
-                                         or len(self.secret.get_secret_value()) < MIN_SECRET_LENGTH):
-            raise ValueError(f"HERALD_SECRET is required (at least {MIN_SECRET_LENGTH} characters) "
-                             "when HERALD_ENV=production")
+    def _check(self) -> Settings:
+        """Refuse settings that cannot work anywhere, and, in production, settings that are unsafe.
+
+        Every problem is one line of the error, each naming its variable.
+        """
+        problems = self._kafka_problems()
+        if self.env == "production":
+            problems += self._production_problems()
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
+
+    def _kafka_problems(self) -> list[str]:
+        problems = []
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol.startswith("SASL"):
+            if mechanism == "OAUTHBEARER":
+                problems.append("HERALD_KAFKA_SASL_MECHANISM=OAUTHBEARER needs a token provider, which Herald does "
+                                "not configure; use SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN over SASL_SSL")
+            elif mechanism == "GSSAPI":
+                if importlib.util.find_spec("gssapi") is None:
+                    problems.append("HERALD_KAFKA_SASL_MECHANISM=GSSAPI needs the `gssapi` package (and a Kerberos "
+                                    "ticket); install it or use SCRAM-SHA-512")
+            elif not self.kafka_sasl_username or not self.kafka_sasl_password:
+                problems.append(f"HERALD_KAFKA_SASL_USERNAME and HERALD_KAFKA_SASL_PASSWORD are required with "
+                                f"HERALD_KAFKA_SECURITY_PROTOCOL={protocol} and mechanism {mechanism}")
+        files = {"HERALD_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile, "HERALD_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+                 "HERALD_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile}
+        tls_set = [name for name, path in files.items() if path is not None]
+        if self.kafka_ssl_key_password is not None:
+            tls_set.append("HERALD_KAFKA_SSL_KEY_PASSWORD")
+        if tls_set and not protocol.endswith("SSL"):
+            problems.append(f"{', '.join(tls_set)} set, but HERALD_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+                            "TLS; use SSL or SASL_SSL")
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                problems.append(f"{name}: no such file: {path}")
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            problems.append("HERALD_KAFKA_SSL_KEYFILE needs HERALD_KAFKA_SSL_CERTFILE (the certificate it belongs to)")
+        if self.kafka_ssl_key_password is not None and self.kafka_ssl_certfile is None:
+            problems.append("HERALD_KAFKA_SSL_KEY_PASSWORD needs HERALD_KAFKA_SSL_CERTFILE")
+        return problems
+
+    def _production_problems(self) -> list[str]:
+        problems = []
+        if "secret" not in self.model_fields_set:
+            problems.append(f"HERALD_SECRET is required when HERALD_ENV=production; {GENERATE_SECRET}")
+        elif problem := secret_problem(self.secret.get_secret_value()):
+            problems.append(f"HERALD_SECRET {problem}; {GENERATE_SECRET}")
+        if self.kafka_security_protocol == "SASL_PLAINTEXT" and self.kafka_sasl_mechanism == "PLAIN":
+            problems.append("HERALD_KAFKA_SASL_MECHANISM=PLAIN over HERALD_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT "
+                            "sends the Kafka password in clear; use SASL_SSL (or SCRAM-SHA-512)")
+        for name, value in (("HERALD_KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+                            ("HERALD_SMTP_PASSWORD", self.smtp_password)):
+            if value is not None and is_placeholder(value.get_secret_value()):
+                problems.append(f"{name} is an example placeholder; set the real password")
+        return problems
 
     def as_env(self) -> dict[str, str]:
         """These settings as `HERALD_*` variables, for starting a worker process with the same configuration."""
@@ -108,3 +220,43 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """Full topic name for a short name such as `status` or `dispatch.email`."""
         return f"{self.topic_prefix}{name}"
+
+
+def secret_strength_bits(value: str) -> float:
+    """A generous estimate of a secret's strength: length * log2(distinct characters).
+
+    Random secrets score about their real strength (`secrets.token_urlsafe(32)`: about 210; 64 hex digits: 256);
+    repetition scores low (16 spaces: 0; `abab…`: 1 bit a character), and so do words (few distinct letters).
+    """
+    distinct = len(set(value))
+    return len(value) * math.log2(distinct) if distinct > 1 else 0.0
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether a secret is one published in this repository or an obvious placeholder."""
+    folded = value.strip().lower()
+    return (folded in {known.lower() for known in KNOWN_PUBLIC_SECRETS}
+            or any(marker in folded for marker in PLACEHOLDER_MARKERS))
+
+
+def secret_problem(value: str) -> str | None:
+    """Why `value` cannot be a production secret (completing "HERALD_SECRET …"), or None when it can."""
+    if not value.strip():
+        return "is blank"
+    if is_placeholder(value):
+        return "is a published example or test value"
+    if secret_strength_bits(value) < MIN_SECRET_BITS:
+        return (f"is too weak (under {MIN_SECRET_BITS} bits, estimated as its length * log2 of its distinct "
+                "characters)")
+    return None
+
+
+def configuration_errors(exc: ValidationError) -> list[str]:
+    """One line per problem of a `Settings` validation error, each naming its variable; never the values."""
+    lines = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(part) for part in error["loc"])
+        for line in message.splitlines():
+            lines.append(line if not field or "HERALD_" in line else f"HERALD_{field.upper()}: {line}")
+    return lines

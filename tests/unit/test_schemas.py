@@ -359,12 +359,12 @@ def test_settings__production_without_secret_raises(clean_env: pytest.MonkeyPatc
 
 def test_settings__production_with_secret_works(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("HERALD_ENV", "production")
-    clean_env.setenv("HERALD_SECRET", "s3cr3t-value-from-vault")
+    clean_env.setenv("HERALD_SECRET", "s3cr3t-Vq7xK2pL9mZ4wB8nR5tY1cH6jD0fG")
 
     s = Settings()
 
     assert s.env == "production"
-    assert s.secret.get_secret_value() == "s3cr3t-value-from-vault"
+    assert s.secret.get_secret_value() == "s3cr3t-Vq7xK2pL9mZ4wB8nR5tY1cH6jD0fG"
     assert "s3cr3t" not in repr(s)
 
 
