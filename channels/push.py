@@ -22,6 +22,8 @@ class FcmSettings(BaseSettings):
     """`HERALD_FCM_*`. Without a base URL, the provider simulator (`HERALD_SIM_URL/fcm`) is used."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_FCM_", extra="ignore")
+    # Development values production refuses (channels/production.py). Field -> what to set instead.
+    DEV_DEFAULTS: ClassVar[dict[str, str]] = {"access_token": "an OAuth 2.0 access token of your service account"}
 
     base_url: str | None = Field(default=None, description="https://fcm.googleapis.com in production.")
     project_id: str = "herald-dev"

@@ -25,6 +25,7 @@ from channels.base import OutboundMessage, SendResult
 from channels.email import _ADDR_SPEC, _HEADER_NAME, _header, clean_header
 from channels.errors import DeliveryError, InvalidRecipient, RateLimited, Rejected
 from channels.http import HttpProvider, base_url_for, build_client, http_errors, raise_for_status, retry_after_seconds
+from channels.signatures import fresh, unix_seconds
 from channels.webhooks import StatusUpdate, WebhookRequest, WebhookResult
 from schemas.settings import Settings
 from schemas.status import Status
@@ -104,6 +105,10 @@ class SendgridSettings(BaseSettings):
     """`HERALD_SENDGRID_*`. Without a base URL, the provider simulator (`HERALD_SIM_URL/sendgrid`) is used."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_SENDGRID_", extra="ignore")
+    # Development values production refuses (channels/production.py). Field -> what to set instead.
+    DEV_DEFAULTS: ClassVar[dict[str, str]] = {
+        "api_key": "your API key",
+        "webhook_public_key": "the verification key of your Signed Event Webhook"}
 
     base_url: str | None = Field(default=None, description="https://api.sendgrid.com in production "
                                  "(https://api.eu.sendgrid.com for EU subusers).")
@@ -236,8 +241,15 @@ class SendgridEmailProvider(HttpProvider):
         return max(0.0, float(reset) - self.clock()) if reset.isdigit() else None
 
     def verify_webhook(self, request: WebhookRequest) -> bool:
+        """The ECDSA signature over timestamp + body, and a timestamp within `HERALD_WEBHOOK_TOLERANCE` of when
+        Herald received the request: a captured batch (a complaint suppresses an address) cannot be replayed
+        later. SendGrid signs each delivery when it makes it, so its retries carry a fresh timestamp."""
         signature, timestamp = request.header(SIGNATURE_HEADER), request.header(TIMESTAMP_HEADER)
         if not signature or not timestamp or self._dev_key_in_production:
+            return False
+        seconds = unix_seconds(timestamp)
+        now = request.received_at.timestamp() if request.received_at is not None else self.clock()
+        if seconds is None or not fresh(seconds, now, self.settings.webhook_tolerance):
             return False
         return verify_sendgrid_signature(self.public_key, timestamp, request.body, signature)
 
@@ -256,14 +268,16 @@ class SendgridEmailProvider(HttpProvider):
         status = self.STATUS_MAP.get(vendor)
         if vendor == "bounce" and event.get("type") == "blocked":
             status = Status.FAILED
-        sg_id = event.get("sg_message_id")
+        sg_id = _str_or_none(event.get("sg_message_id"))
         return StatusUpdate(
             message_id=_str_or_none(event.get("herald_message_id")),
             # sg_message_id is the send's X-Message-Id followed by ".filter…" routing details.
-            provider_message_id=str(sg_id).split(".filter", 1)[0] if sg_id else None,
+            provider_message_id=sg_id.split(".filter", 1)[0] if sg_id else None,
             status=status, vendor_status=vendor[:40], detail=_detail(event), at=_timestamp(event.get("timestamp")),
             address=_str_or_none(event.get("email")),
-            recipient_id=_str_or_none(event.get("herald_recipient_id")))
+            recipient_id=_str_or_none(event.get("herald_recipient_id")),
+            # "a unique ID to this event that you can use for deduplication purposes" (Event Webhook reference)
+            delivery_id=_str_or_none(event.get("sg_event_id")))
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -298,4 +312,7 @@ def _timestamp(value: Any) -> datetime | None:
 
 
 def _str_or_none(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
+    """A field SendGrid sends as a string (numbers tolerated); any other JSON type is not a value Herald sent."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value)

@@ -27,7 +27,7 @@ from channels.http import (
 )
 from channels.phone import EnvMap, parse_env_map, sender_for, to_e164
 from channels.segments import sms_segments
-from channels.signatures import safe_equal, twilio_signature
+from channels.signatures import fresh, safe_equal, twilio_signature, unix_seconds
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResult, callback_url
 from schemas.settings import Settings
 from schemas.status import Status
@@ -37,6 +37,10 @@ class TwilioSettings(BaseSettings):
     """`HERALD_TWILIO_*`. Without a base URL, the provider simulator (`HERALD_SIM_URL/twilio`) is used."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_TWILIO_", extra="ignore")
+    # Credentials whose defaults are the simulator's development values; production refuses them
+    # (channels/production.py). Field -> what to set instead.
+    DEV_DEFAULTS: ClassVar[dict[str, str]] = {"account_sid": "your account's SID",
+                                              "auth_token": "your account's auth token"}
 
     base_url: str | None = Field(default=None, description="https://api.twilio.com in production.")
     account_sid: str = "ACdev00000000000000000000000000000"
@@ -124,24 +128,40 @@ class TwilioSmsProvider(HttpProvider):
 
     def parse_webhook(self, request: WebhookRequest) -> WebhookResult:
         form = request.form()
+        token = twilio_idempotency_token(request)
+        sid = form.get("MessageSid") or None
         if "MessageStatus" in form:
             vendor = form["MessageStatus"]
             if vendor in self.IN_FLIGHT:
-                return WebhookResult()
-            return WebhookResult(statuses=[StatusUpdate(
-                message_id=request.query.get("message_id"), provider_message_id=form.get("MessageSid"),
+                return WebhookResult(delivery_id=token)
+            # One callback per status change of a message: the same (sid, status) again is a replay, even under
+            # another idempotency token (the header is not covered by Twilio's signature).
+            return WebhookResult(delivery_id=token, statuses=[StatusUpdate(
+                message_id=request.query.get("message_id"), provider_message_id=sid,
                 status=self.STATUS_MAP.get(vendor), vendor_status=vendor, detail=form.get("ErrorCode") or None,
-                address=form.get("To") or None)])
+                address=form.get("To") or None, delivery_id=f"{sid}|{vendor}" if sid else None)])
         if "Body" in form:
-            return WebhookResult(inbound=[InboundMessage(
-                channel="sms", sender=form.get("From", ""), text=form["Body"],
-                provider_message_id=form.get("MessageSid"))])
-        return WebhookResult()
+            return WebhookResult(delivery_id=token, inbound=[InboundMessage(
+                channel="sms", sender=form.get("From", ""), text=form["Body"], provider_message_id=sid,
+                delivery_id=sid)])
+        return WebhookResult(delivery_id=token)
+
+
+TWILIO_IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
+TWILIO_IDEMPOTENCY_MAX = 200  # Twilio's tokens are short; a longer value is not one, and is not remembered
+
+
+def twilio_idempotency_token(request: WebhookRequest) -> str | None:
+    """`I-Twilio-Idempotency-Token`: the same on every retry of one webhook, so a second delivery is a replay.
+
+    https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides (Twilio retries a webhook it got no
+    answer to, with this header unchanged)."""
+    token = (request.header(TWILIO_IDEMPOTENCY_HEADER) or "").strip()
+    return token if 0 < len(token) <= TWILIO_IDEMPOTENCY_MAX else None
 
 
 # --- Vonage -------------------------------------------------------------------------------------------------------
 
-VONAGE_SIGNATURE_TOLERANCE = 300  # seconds a signed webhook's `timestamp` may be off (replay window)
 VONAGE_CLIENT_REF_MAX = 100  # Vonage truncates longer `client-ref` values, which would break correlation
 HERALD_QUERY_PARAMS = ("message_id",)  # what `callback_url` puts in the callback URL itself
 
@@ -169,6 +189,10 @@ class VonageSettings(BaseSettings):
     """`HERALD_VONAGE_*`. Without a base URL, the provider simulator (`HERALD_SIM_URL/vonage`) is used."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_VONAGE_", extra="ignore")
+    # Development values production refuses (channels/production.py). Field -> what to set instead.
+    DEV_DEFAULTS: ClassVar[dict[str, str]] = {
+        "api_key": "your account's API key", "api_secret": "your account's API secret",
+        "signature_secret": "your account's signature secret (Vonage dashboard, API settings)"}
 
     base_url: str | None = Field(default=None, description="https://rest.nexmo.com in production.")
     api_key: str = "dev-vonage-key"
@@ -267,7 +291,8 @@ class VonageSmsProvider(HttpProvider):
                           detail=f"{encoding}, {segments} segment{'s' if segments > 1 else ''}")
 
     def verify_webhook(self, request: WebhookRequest) -> bool:
-        """A fresh (±5 min) `timestamp` and a `sig` over the parameters Vonage sent.
+        """A fresh `timestamp` (within `HERALD_WEBHOOK_TOLERANCE` of when Herald received it) and a `sig` over the
+        parameters Vonage sent (which include `timestamp` and `nonce`, so neither can be changed).
 
         The callback URL carries Herald's own `message_id`; whether a signer includes it is not documented,
         so a signature over the vendor's parameters with or without it is accepted.
@@ -276,8 +301,9 @@ class VonageSmsProvider(HttpProvider):
             params = _vonage_params(request)
         except ValueError:
             return False
-        sig, timestamp = params.get("sig"), params.get("timestamp", "")
-        if not sig or not timestamp.isdigit() or abs(self.clock() - int(timestamp)) > VONAGE_SIGNATURE_TOLERANCE:
+        sig, timestamp = params.get("sig"), unix_seconds(params.get("timestamp"))
+        now = request.received_at.timestamp() if request.received_at is not None else self.clock()
+        if not sig or timestamp is None or not fresh(timestamp, now, self.settings.webhook_tolerance):
             return False
         secret = self.config.signature_secret.get_secret_value()
         own = {k: v for k, v in params.items() if k not in HERALD_QUERY_PARAMS}
@@ -288,26 +314,32 @@ class VonageSmsProvider(HttpProvider):
     def parse_webhook(self, request: WebhookRequest) -> WebhookResult:
         params = _vonage_params(request)
         at = _vonage_time(params.get("message-timestamp"))
+        # The signed `nonce` names this request; Vonage's `messageId` (with the receipt's status) names what it says,
+        # which also catches a retry Vonage signed afresh.
+        nonce = params.get("nonce") or None
+        message = params.get("messageId") or None
         if "status" in params and "text" not in params:
             vendor = params["status"]
             if vendor in self.IN_FLIGHT:
-                return WebhookResult()
+                return WebhookResult(delivery_id=nonce)
             err = params.get("err-code", "")
-            return WebhookResult(statuses=[StatusUpdate(
+            return WebhookResult(delivery_id=nonce, statuses=[StatusUpdate(
                 message_id=params.get("client-ref") or request.query.get("message_id"),
-                provider_message_id=params.get("messageId"), status=self.STATUS_MAP.get(vendor),
+                provider_message_id=message, status=self.STATUS_MAP.get(vendor),
                 vendor_status=vendor, detail=err if err.strip("0") else None, at=at,
-                address=f"+{params['msisdn']}" if params.get("msisdn", "").isdigit() else None)])
+                address=f"+{params['msisdn']}" if _ascii_digits(params.get("msisdn")) else None,
+                delivery_id=f"{message}|{vendor}" if message else None)])
         if "text" in params:
             sender = params.get("msisdn", "")
-            return WebhookResult(inbound=[InboundMessage(
-                channel="sms", sender=f"+{sender}" if sender.isdigit() else sender, text=params["text"],
-                provider_message_id=params.get("messageId"), received_at=at)])
-        return WebhookResult()
+            return WebhookResult(delivery_id=nonce, inbound=[InboundMessage(
+                channel="sms", sender=f"+{sender}" if _ascii_digits(sender) else sender, text=params["text"],
+                provider_message_id=message, received_at=at, delivery_id=message)])
+        return WebhookResult(delivery_id=nonce)
 
 
 def _vonage_params(request: WebhookRequest) -> dict[str, str]:
-    """Vonage's webhook parameters: the query of a GET, the JSON or form body of a POST (values as strings)."""
+    """Vonage's webhook parameters: the query of a GET, the JSON or form body of a POST (values as strings).
+    Raises ValueError for a body that is not what Vonage sends (this runs before the signature is checked)."""
     params = dict(request.query)
     if request.method.upper() != "POST" or not request.body.strip():
         return params
@@ -325,7 +357,16 @@ def _vonage_params(request: WebhookRequest) -> dict[str, str]:
 def _vonage_value(value: Any) -> str:
     if isinstance(value, bool):  # JSON true/false, spelled as in the query-string form of the same webhook
         return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list) else str(value)
+    if isinstance(value, dict | list):  # Vonage sends flat values; a nested one is kept as its JSON text
+        try:
+            return json.dumps(value)
+        except RecursionError as exc:  # JSON nested ~1000 deep: read fine, but too deep to write back
+            raise ValueError("a parameter nested too deep") from exc
+    return value if isinstance(value, str) else str(value)
+
+
+def _ascii_digits(value: str | None) -> bool:
+    return bool(value) and value.isascii() and value.isdigit()  # type: ignore[union-attr]
 
 
 def _vonage_time(value: str | None) -> datetime | None:

@@ -25,7 +25,7 @@ from channels.http import (
 )
 from channels.phone import EnvMap, parse_env_map, to_e164
 from channels.signatures import safe_equal, twilio_signature
-from channels.sms import TWILIO_ACCOUNT_CODES, TwilioSettings, twilio_client
+from channels.sms import TWILIO_ACCOUNT_CODES, TwilioSettings, twilio_client, twilio_idempotency_token
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResponse, WebhookResult, callback_url
 from schemas.settings import Settings
 from schemas.status import Status
@@ -260,19 +260,24 @@ class TwilioVoiceProvider(HttpProvider):
 
     def parse_webhook(self, request: WebhookRequest) -> WebhookResult:
         form = request.form()
-        # A gather callback also carries `CallStatus` (in-progress), so the query decides first.
+        token = twilio_idempotency_token(request)
+        # A gather callback also carries `CallStatus` (in-progress), so the query decides first. Its only id is
+        # Twilio's token: a person may press keys again on the same call (a repeated menu), which is not a replay.
         if request.query.get("kind") == "gather":
-            return self._gather(request, form)
+            result = self._gather(request, form)
+            result.delivery_id = token
+            return result
         if "CallStatus" in form:
             vendor = form["CallStatus"]
             if vendor in self.IN_FLIGHT:
-                return WebhookResult()
-            return WebhookResult(statuses=[StatusUpdate(
-                message_id=request.query.get("message_id"), provider_message_id=form.get("CallSid"),
+                return WebhookResult(delivery_id=token)
+            sid = form.get("CallSid") or None
+            return WebhookResult(delivery_id=token, statuses=[StatusUpdate(
+                message_id=request.query.get("message_id"), provider_message_id=sid,
                 status=self.STATUS_MAP.get(vendor), vendor_status=vendor,
                 detail=vendor if vendor in self.FAILED_DETAIL else None, address=form.get("To") or None,
-                recipient_id=request.query.get("rid"))])
-        return WebhookResult()
+                recipient_id=request.query.get("rid"), delivery_id=f"{sid}|{vendor}" if sid else None)])
+        return WebhookResult(delivery_id=token)
 
     def _gather(self, request: WebhookRequest, form: Mapping[str, str]) -> WebhookResult:
         digits = form.get("Digits", "")

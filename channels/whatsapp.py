@@ -31,6 +31,10 @@ class MetaSettings(BaseSettings):
     """`HERALD_META_*`. Without a base URL, the provider simulator (`HERALD_SIM_URL/meta`) is used."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_META_", extra="ignore")
+    # Development values production refuses (channels/production.py). Field -> what to set instead.
+    DEV_DEFAULTS: ClassVar[dict[str, str]] = {
+        "access_token": "a system user's access token", "app_secret": "your Meta app's secret",
+        "verify_token": "the verify token of your app's webhook subscription"}
 
     base_url: str | None = Field(default=None, description="https://graph.facebook.com in production.")
     api_version: str = "v21.0"
@@ -146,8 +150,10 @@ class MetaWhatsappProvider(HttpProvider):
                                                           content_type="text/plain"))
         try:
             payload = request.json()
-        except ValueError:
+        except ValueError:  # signed but not JSON: nothing Herald subscribed to (answered 200, so not resent)
             return WebhookResult()
+        # A field of the wrong type (an object as `biz_opaque_callback_data`) raises ValueError: a 400 before
+        # anything is published, never a guess.
         result = WebhookResult()
         for value in _message_values(payload):
             result.statuses.extend(self._status(s) for s in _dicts(value.get("statuses"))
@@ -156,14 +162,17 @@ class MetaWhatsappProvider(HttpProvider):
         return result
 
     def _status(self, item: Mapping[str, Any]) -> StatusUpdate:
-        vendor = str(item.get("status", ""))
+        vendor = _text(item, "status") or ""
         errors = _dicts(item.get("errors"))
         detail = _code(errors[0].get("code")) if vendor == "failed" and errors else None
-        return StatusUpdate(message_id=item.get("biz_opaque_callback_data") or None,
-                            provider_message_id=item.get("id"), status=self.STATUS_MAP.get(vendor),
+        wamid = _text(item, "id")
+        recipient = _text(item, "recipient_id") or ""
+        # A status is sent once per (message, status); Meta retries undelivered webhooks for up to 7 days.
+        return StatusUpdate(message_id=_text(item, "biz_opaque_callback_data"),
+                            provider_message_id=wamid, status=self.STATUS_MAP.get(vendor),
                             vendor_status=vendor, detail=detail, at=_timestamp(item.get("timestamp")),
-                            address=f"+{item['recipient_id']}" if str(item.get("recipient_id", "")).isdigit()
-                            else None)
+                            address=f"+{recipient}" if recipient.isascii() and recipient.isdigit() else None,
+                            delivery_id=f"{wamid}|{vendor}" if wamid else None)
 
 
 def _template(raw: str, locale: str, provider: str) -> dict[str, Any]:
@@ -194,14 +203,27 @@ def _inbound(item: Mapping[str, Any]) -> InboundMessage:
     elif kind == "button":  # a quick-reply button of a template
         text = _get(item, "button", "text")
     elif kind == "interactive":
-        reply = item.get("interactive") or {}
-        text = _get(reply, reply.get("type", ""), "title")  # button_reply / list_reply
+        reply = item.get("interactive")
+        if isinstance(reply, dict) and isinstance(reply.get("type"), str):
+            text = _get(reply, reply["type"], "title")  # button_reply / list_reply
     context = item.get("context") if isinstance(item.get("context"), dict) else {}
-    sender = str(item.get("from", ""))
+    sender = _text(item, "from") or ""
+    wamid = _text(item, "id")
     return InboundMessage(channel="whatsapp", sender=f"+{sender}" if sender else "", text=text,
                           # The wamid this answers (the reply's correlation); the reply's own id otherwise.
-                          provider_message_id=context.get("id") or item.get("id"),
-                          received_at=_timestamp(item.get("timestamp")))
+                          provider_message_id=_text(context, "id") or wamid,
+                          received_at=_timestamp(item.get("timestamp")), delivery_id=wamid)
+
+
+def _text(item: Mapping[str, Any], key: str) -> str | None:
+    """A field Meta sends as a string: None when absent or empty; ValueError when it is another JSON type, so a
+    malformed webhook is refused (400) rather than half-read (an object as `biz_opaque_callback_data`)."""
+    value = item.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"Meta webhook field {key!r} is a {type(value).__name__}, not a string")
+    return str(value)
 
 
 def _message_values(payload: Any) -> Iterator[Mapping[str, Any]]:

@@ -10,7 +10,6 @@ language, from the same `email.<locale>.pdf.j2` template the email attaches.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 
 from channels.pdf import html_to_pdf
 from channels.render import Renderer
-from channels.signatures import link_signature
+from channels.signatures import link_signature, safe_equal, unix_seconds
 from consumers.kvstore import KeyValueStore
 from schemas.dispatch import Dispatch
 
@@ -53,9 +52,13 @@ class Documents:
         await self.store.put(d.message_id, d.model_dump_json().encode(), durable=True)
 
     def verify(self, message_id: str, expires: str, signature: str) -> bool:
-        if not expires.isdigit() or int(expires) < self.clock().timestamp():
+        """Whether a link is Herald's and has not expired. Never raises, whatever the link holds: `e` must be ASCII
+        digits (`²` passes `isdigit()` but not `int()`), and `s` is compared as bytes (`compare_digest` refuses
+        non-ASCII text)."""
+        seconds = unix_seconds(expires)
+        if seconds is None or seconds < self.clock().timestamp():
             return False
-        return hmac.compare_digest(link_signature(self.secret, "document", message_id, expires), signature)
+        return safe_equal(signature, link_signature(self.secret, "document", message_id, expires))
 
     async def pdf(self, message_id: str) -> bytes | None:
         """The document as PDF bytes, or None when there is none (unknown, or expired and deleted)."""

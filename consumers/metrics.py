@@ -35,8 +35,16 @@ class Metrics:
         self.provider_errors = Counter("herald_provider_errors_total", "Provider errors by class.",
                                        ["channel", "provider", "reason"], registry=r)
 
-        self.webhooks = Counter("herald_webhooks_total", "Provider webhook requests by result.",
-                                ["channel", "provider", "result"], registry=r)
+        self.webhooks = Counter("herald_webhooks_total", "Provider webhook requests by result: ok, replay (every "
+                                "receipt in it was applied before), forbidden (signature or timestamp), "
+                                "bad_request, malformed (input that raised where it should not: a bug, answered "
+                                "400), too_large, error (failed after verification: answered 500 so the vendor "
+                                "retries), unknown_provider.", ["channel", "provider", "result"], registry=r)
+        self.webhook_replays = Counter("herald_webhook_replays_total",
+                                       "Webhook deliveries dropped because the vendor's id was already applied: a "
+                                       "whole request (Twilio token, Vonage nonce) counts once, each replayed "
+                                       "event of a batch (SendGrid, Meta) once.", ["channel", "provider"],
+                                       registry=r)
         self.unmapped_statuses = Counter("herald_unmapped_vendor_statuses_total",
                                          "Receipts whose vendor status is not in the provider's STATUS_MAP.",
                                          ["channel", "provider"], registry=r)
@@ -45,6 +53,10 @@ class Metrics:
         self.keywords = Counter("herald_keywords_total",
                                 "Inbound STOP/START/HELP keywords; result `unknown_recipient` means no ledger change.",
                                 ["channel", "keyword", "result"], registry=r)
+        self.links_refused = Counter("herald_link_requests_refused_total",
+                                     "Requests to /unsubscribe and /documents refused before any work: too_large "
+                                     "(413) or malformed (input that raised where it should not: a bug, answered "
+                                     "400).", ["route", "reason"], registry=r)
         self.unsubscribes = Counter("herald_unsubscribes_total", "One-click unsubscribes (RFC 8058) by channel.",
                                     ["channel"], registry=r)
 

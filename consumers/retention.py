@@ -8,7 +8,9 @@ grows with traffic. Each rule says when an entry may go:
 - send records: `receipt_grace` after the message expires. A dispatch past its expiry is never sent, so the
   ledger no longer has a duplicate to prevent; the grace keeps it for late receipts (a WhatsApp "read" days on);
 - open questions: `question_max_age` after they were asked (an older answer is no longer matched to them);
-- documents: when the message, and so the signed link, expires.
+- documents: when the message, and so the signed link, expires;
+- webhook delivery ids (`state.webhooks`, consumers/hearback.py): `dedupe_window` after they were first applied
+  (values are first-seen times, as for idempotency keys; a replay after that is applied again).
 
 Preferences are never swept (they are the person's), and schedules delete themselves when they fire. Each
 worker sweeps only the keys it owns, so N workers do not each write the same tombstone; a key that nobody owns

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -270,15 +271,19 @@ EVENTS_BODY = (FIXTURES / "events.json").read_bytes()
 TIMESTAMP = "1513299569"
 
 
+RECEIVED_AT = datetime.fromtimestamp(int(TIMESTAMP) + 2, UTC)  # Herald's clock, 2 s after SendGrid signed
+
+
 def signed_request(body: bytes = EVENTS_BODY, *, timestamp: str | None = TIMESTAMP,
-                   signature: str | None = None, private_key: str = DEV_WEBHOOK_PRIVATE_KEY) -> WebhookRequest:
+                   signature: str | None = None, private_key: str = DEV_WEBHOOK_PRIVATE_KEY,
+                   received_at: datetime = RECEIVED_AT) -> WebhookRequest:
     headers = {"content-type": "application/json"}
     if timestamp is not None:
         headers["x-twilio-email-event-webhook-timestamp"] = timestamp
         headers["x-twilio-email-event-webhook-signature"] = (
             signature if signature is not None else sendgrid_signature(private_key, timestamp, body))
     return WebhookRequest(method="POST", url="https://herald.example/webhooks/email/sendgrid", headers=headers,
-                          query={}, body=body)
+                          query={}, body=body, received_at=received_at)
 
 
 def _other_private_key() -> str:
@@ -287,11 +292,12 @@ def _other_private_key() -> str:
                              serialization.NoEncryption()).decode()
 
 
+def _at(seconds_after_signing: int) -> datetime:
+    return datetime.fromtimestamp(int(TIMESTAMP), UTC) + timedelta(seconds=seconds_after_signing)
+
+
 def _tampered(request: WebhookRequest, **changes: Any) -> WebhookRequest:
-    values = {"method": request.method, "url": request.url, "headers": dict(request.headers),
-              "query": request.query, "body": request.body}
-    values.update(changes)
-    return WebhookRequest(**values)
+    return dataclasses.replace(request, **changes)
 
 
 def _without(request: WebhookRequest, header: str) -> WebhookRequest:
@@ -313,6 +319,13 @@ SIGNATURE_CASES: list[tuple[str, Callable[[], WebhookRequest], bool]] = [
     ("signature-not-base64", lambda: signed_request(signature="not base64!"), False),
     ("signature-not-der", lambda: signed_request(signature=base64.b64encode(b"x" * 64).decode()), False),
     ("signature-empty", lambda: signed_request(signature=""), False),
+    # The signed timestamp must be within HERALD_WEBHOOK_TOLERANCE (300 s) of Herald's clock, either way.
+    ("timestamp-300s-old", lambda: signed_request(received_at=_at(+300)), True),
+    ("timestamp-300s-ahead", lambda: signed_request(received_at=_at(-300)), True),
+    ("timestamp-301s-old", lambda: signed_request(received_at=_at(+301)), False),
+    ("timestamp-301s-ahead", lambda: signed_request(received_at=_at(-301)), False),
+    ("timestamp-unicode-digits", lambda: signed_request(timestamp="151329956\u00b2"), False),
+    ("timestamp-arabic-indic-digits", lambda: signed_request(timestamp="\u0661\u0665\u0661\u0663"), False),
 ]
 
 
@@ -348,7 +361,7 @@ def test_sendgrid__unreadable_public_key_fails_at_startup(settings: Settings, ke
 
 
 def test_sendgrid__dev_key_verifies_nothing_in_production(tmp_path: Path) -> None:
-    production = Settings(env="production", secret="a-production-secret-long-enough", data_dir=tmp_path)
+    production = Settings(env="production", secret="a-production-secret-Xq8vN3kP7wL2mZ9tB5", data_dir=tmp_path)
     real = "https://api.sendgrid.com"
     assert not provider(production, base_url=real).verify_webhook(signed_request())
     private = _other_private_key()

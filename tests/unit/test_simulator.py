@@ -972,3 +972,52 @@ async def test_sim_server__serves_on_a_chosen_port_and_stops(herald: FakeHerald)
         async with httpx.AsyncClient() as c:
             await c.get(f"{server.url}/_sim/health")
     await asyncio.sleep(0)
+
+
+async def test_round_trip__callbacks_carry_the_ids_herald_deduplicates_unchanged_on_retry(
+        sim: SimServer, herald: FakeHerald, herald_settings: Settings) -> None:
+    """Every signed callback names itself the way the vendor does (Twilio's idempotency token, Vonage's nonce and
+    messageId, Meta's wamid + status, SendGrid's sg_event_id), distinct callbacks never share an id, and the
+    retry of a callback Herald failed carries the same ids (so Herald applies it once)."""
+    failed_once: set[bytes] = set()
+
+    def first_attempt_fails(request: WebhookRequest) -> WebhookResponse | None:
+        if request.body in failed_once:
+            return None
+        failed_once.add(request.body)
+        return WebhookResponse(status=500)
+
+    herald.responder = first_attempt_fails
+    providers: dict[str, Any] = {
+        "/webhooks/sms/twilio": TwilioSmsProvider.from_settings(herald_settings),
+        "/webhooks/sms/vonage": VonageSmsProvider.from_settings(herald_settings),
+        "/webhooks/whatsapp/meta": MetaWhatsappProvider.from_settings(herald_settings),
+        "/webhooks/email/sendgrid": SendgridEmailProvider.from_settings(herald_settings),
+    }
+    template = json.dumps({"name": "order_confirmed", "language": "es", "params": ["1001"]})
+    await providers["/webhooks/sms/twilio"].send(sms())
+    await providers["/webhooks/sms/vonage"].send(sms())
+    await providers["/webhooks/whatsapp/meta"].send(outbound("whatsapp", PERSON, {"template": template}))
+    await providers["/webhooks/email/sendgrid"].send(outbound("email", "ana@example.com",
+                                                              {"subject": "Pedido 1001", "text": "Hola"}))
+    await sim.sim.idle()
+
+    ids_by_callback: dict[tuple[str, bytes], list[tuple[str | None, tuple[str | None, ...]]]] = {}
+    for request in herald.requests:
+        path = urlsplit(request.url).path
+        provider = providers[path]
+        assert provider.verify_webhook(request), path
+        result = provider.parse_webhook(request)
+        items = tuple(i.delivery_id for i in [*result.statuses, *result.inbound])
+        ids_by_callback.setdefault((path, request.body), []).append((result.delivery_id, items))
+    assert {path for path, _ in ids_by_callback} == set(providers)
+    every_id: list[str] = []
+    for (path, _), attempts in ids_by_callback.items():
+        assert len(attempts) == 2 and attempts[0] == attempts[1], path  # failed once, then retried unchanged
+        request_id, items = attempts[0]
+        assert all(items), path  # every receipt and message has its own id (a "processed" batch has none)
+        assert request_id or not path.startswith("/webhooks/sms/"), path  # Twilio's token, Vonage's nonce
+        every_id.extend(i for i in (request_id, *items) if i)
+    assert len(every_id) == len(set(every_id))
+    for provider in providers.values():
+        await provider.close()
