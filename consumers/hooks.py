@@ -14,7 +14,7 @@ from channels.webhooks import InboundMessage
 from consumers.delivery import DeliveryStage
 from consumers.identity import recipient_hash
 from consumers.kvstore import KeyValueStore
-from consumers.preferences import PreferenceLedger, consent, whatsapp_session_open
+from consumers.preferences import PreferenceLedger, address_key, whatsapp_session_open
 from consumers.records import Publisher
 from consumers.replies import (
     Conversations,
@@ -42,9 +42,10 @@ DELIVERED_RECEIPTS = frozenset({Status.DELIVERED, Status.READ, Status.OPENED, St
 
 
 def consent_check(ledger: PreferenceLedger, secret: bytes) -> ConsentCheck:
+    """The router's and the send-time check: the recipient's preferences and the address's own record."""
     def check(recipient_id: str, category: str, channel: str, address: str) -> str | None:
-        return consent(ledger.get(recipient_id), category=category, channel=channel,
-                       address_hash=recipient_hash(secret, address))
+        return ledger.refusal(recipient_id, category=category, channel=channel, address=address,
+                              address_hash=recipient_hash(secret, address))
 
     return check
 
@@ -82,7 +83,10 @@ def unsubscribe_headers(secret: bytes, public_url: str) -> Callable[[Dispatch], 
     def headers(d: Dispatch) -> Mapping[str, str]:
         if d.category != "promotional" or d.channel != "email":
             return {}
-        return list_unsubscribe_headers(unsubscribe_link(secret, public_url, d.to.id))
+        # The link names the mailbox too (by its keyed hash), so the unsubscribe holds for every id that has it.
+        email = d.to.address_for("email")
+        key = address_key(secret, "email", email) if email else None
+        return list_unsubscribe_headers(unsubscribe_link(secret, public_url, d.to.id, address_key=key))
 
     return headers
 

@@ -18,6 +18,8 @@ class State:
     preferences: KeyValueStore  # the consent ledger, by recipient id (herald.preferences)
     contacts: KeyValueStore  # open questions and address -> recipient, by address HMAC
     documents: KeyValueStore  # dispatches whose document a signed link serves, by message id
+    webhooks: KeyValueStore  # vendors' webhook delivery ids already applied (replays), by hash; value first-seen time
+    consent: KeyValueStore  # what each address said itself (STOP, unsubscribe), by address HMAC; never swept
 
     @classmethod
     def on_topics(cls, settings: Settings) -> State:
@@ -25,7 +27,9 @@ class State:
                    schedules=TopicStore(settings, "state.schedules"), sends=TopicStore(settings, "state.sends"),
                    preferences=TopicStore(settings, "preferences"),
                    contacts=TopicStore(settings, "state.contacts"),
-                   documents=TopicStore(settings, "state.documents"))
+                   documents=TopicStore(settings, "state.documents"),
+                   webhooks=TopicStore(settings, "state.webhooks"),
+                   consent=TopicStore(settings, "state.consent"))
 
     @classmethod
     def in_memory(cls) -> State:

@@ -9,13 +9,13 @@ The sender's DKIM signature must cover both `List-Unsubscribe` and `List-Unsubsc
 
 from __future__ import annotations
 
-import hmac
 import logging
+import re
 from collections.abc import Mapping
 from html import escape
 from urllib.parse import quote, urlencode
 
-from channels.signatures import link_signature
+from channels.signatures import link_signature, safe_equal
 from channels.webhooks import WebhookResponse
 from consumers.metrics import Metrics
 from consumers.preferences import PreferenceLedger
@@ -27,20 +27,28 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 _CHANNELS = frozenset(c.value for c in Channel)
 _TEXT = "text/plain; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
+_ADDRESS_KEY = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def _signature(secret: bytes, recipient_id: str, channel: str) -> str:
+def _signature(secret: bytes, recipient_id: str, channel: str, address_key: str | None = None) -> str:
+    if address_key:  # its own purpose word: a link without the mailbox can never pass for one with it
+        return link_signature(secret, "unsubscribe-address", recipient_id, channel, address_key)
     return link_signature(secret, "unsubscribe", recipient_id, channel)
 
 
-def unsubscribe_link(secret: bytes, public_url: str, recipient_id: str, channel: str = "email") -> str:
-    """`{public_url}/unsubscribe/{recipient_id}?c={channel}&s={signature}`."""
-    query = urlencode({"c": channel, "s": _signature(secret, recipient_id, channel)})
-    return f"{public_url.rstrip('/')}/unsubscribe/{quote(recipient_id, safe='')}?{query}"
+def unsubscribe_link(secret: bytes, public_url: str, recipient_id: str, channel: str = "email",
+                     address_key: str | None = None) -> str:
+    """`{public_url}/unsubscribe/{recipient_id}?c={channel}[&a={address key}]&s={signature}`. `a`, the mailbox's
+    keyed hash (consumers/preferences.py `address_key`), makes the unsubscribe hold for the mailbox itself."""
+    params = {"c": channel, **({"a": address_key} if address_key else {}),
+              "s": _signature(secret, recipient_id, channel, address_key)}
+    return f"{public_url.rstrip('/')}/unsubscribe/{quote(recipient_id, safe='')}?{urlencode(params)}"
 
 
-def verify_unsubscribe(secret: bytes, recipient_id: str, channel: str, signature: str) -> bool:
-    return hmac.compare_digest(_signature(secret, recipient_id, channel).encode(), signature.encode())
+def verify_unsubscribe(secret: bytes, recipient_id: str, channel: str, signature: str,
+                       address_key: str | None = None) -> bool:
+    # safe_equal, not compare_digest on `.encode()`: a link's text may hold anything (never raise on it).
+    return safe_equal(signature, _signature(secret, recipient_id, channel, address_key))
 
 
 def list_unsubscribe_headers(link: str, mailto: str | None = None) -> dict[str, str]:
@@ -83,16 +91,20 @@ class Unsubscribes:
     async def handle(self, recipient_id: str, query: Mapping[str, str], method: str) -> WebhookResponse:
         """POST (any body, per RFC 8058) unsubscribes; GET shows a page whose button POSTs; a bad link is 403."""
         channel, signature = query.get("c", "email"), query.get("s", "")
-        if channel not in _CHANNELS or not verify_unsubscribe(self.secret, recipient_id, channel, signature):
+        address = query.get("a") or None  # links sent before it existed have no `a`: they keep working
+        if (channel not in _CHANNELS or (address is not None and not _ADDRESS_KEY.fullmatch(address))
+                or not verify_unsubscribe(self.secret, recipient_id, channel, signature, address)):
             return WebhookResponse(status=403, body=b"This link is not valid.", content_type=_TEXT)
         verb = method.upper()
         if verb in ("GET", "HEAD"):
-            action = "?" + urlencode({"c": channel, "s": signature})
+            action = "?" + urlencode({"c": channel, **({"a": address} if address else {}), "s": signature})
             page = _PAGE.format(channel=escape(channel), action=escape(action, quote=True))
             return WebhookResponse(status=200, body=page.encode(), content_type=_HTML)
         if verb != "POST":
             return WebhookResponse(status=405, body=b"method not allowed", content_type=_TEXT)
         await self.ledger.set_promotional(recipient_id, channel, False, source="unsubscribe")
+        if address:
+            await self.ledger.unsubscribe_address(channel, key=address)
         self.metrics.unsubscribes.labels(channel).inc()
         log.info("unsubscribed", extra={"channel": channel})
         # A plain 200, never a redirect: RFC 8058 section 3.1 (redirected POSTs are unreliable). The body is ignored:
