@@ -36,7 +36,7 @@ async def bench_stack(**overrides: object) -> AsyncIterator[BenchStack]:
     tag = uuid.uuid4().hex[:6]
     values: dict[str, object] = dict(kafka_bootstrap=broker.bootstrap, topic_prefix=f"b{tag}.",
                                      app_id=f"bench-{tag}", data_dir=tmp, smtp_port=free_port(),
-                                     web_port=free_port(), secret="bench", log_level="warning",
+                                     web_port=free_port(), admin_port=free_port(), secret="bench", log_level="warning",
                                      catalog=always_open_catalog(tmp))  # a benchmark must not wait for 08:00
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
@@ -45,7 +45,7 @@ async def bench_stack(**overrides: object) -> AsyncIterator[BenchStack]:
     try:
         await ensure_topics(settings)
         worker = start_worker(settings, tmp / "worker.log")
-        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{settings.web_port}/ready", 60, worker)
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{settings.admin_port}/ready", 60, worker)
         yield BenchStack(settings, sink)
     finally:
         if worker is not None:

@@ -24,6 +24,7 @@ from channels.ratelimit import effective_limits, rate_limited, sender_number_key
 from channels.registry import parse_provider_spec, provider_class
 from channels.render import BUNDLED_TEMPLATES, Renderer
 from consumers import hooks
+from consumers.admin import serve_admin
 from consumers.agents import batched_agent, guarded_agent
 from consumers.critical import CriticalLane, Route
 from consumers.deadletter import DeadLetters
@@ -32,7 +33,7 @@ from consumers.documents import Documents
 from consumers.hearback import HearBack
 from consumers.ingest import IngestStage
 from consumers.metrics import CIRCUIT_VALUES, Metrics
-from consumers.preferences import PreferenceLedger
+from consumers.preferences import AddressConsents, PreferenceLedger
 from consumers.records import PENDING_ACKS, Publisher, Record
 from consumers.replies import Conversations
 from consumers.retention import (
@@ -50,7 +51,7 @@ from consumers.sends import SendLedger
 from consumers.state import State
 from consumers.status import StatusEmitter
 from consumers.topics import topic_specs
-from consumers.web import register_document_view, register_views
+from consumers.web import harden_public_server, register_document_view, register_views
 from schemas.catalog import Catalog
 from schemas.settings import Settings
 
@@ -150,6 +151,13 @@ def faust_config(settings: Settings) -> dict[str, object]:
         consumer_auto_offset_reset="earliest",
         web_host=settings.web_host,
         web_port=settings.web_port,
+        # Faust binds `web_bind` (default 0.0.0.0), not `web_host`; and its own pages stay off the public port.
+        web_bind=settings.web_host,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         datadir=str(Path(settings.data_dir) / "faust" / settings.app_id),
         autodiscover=False,
         topic_allow_declare=True,
@@ -187,6 +195,8 @@ def retention_rules(state: State, settings: Settings, catalog: Catalog, conversa
             Rule("state.sends", state.sends, sends_expiry(settings.receipt_grace)),
             Rule("state.contacts", state.contacts, questions_expiry(conversations.max_age)),
             Rule("state.documents", state.documents, documents_expiry),
+            # Webhook delivery ids: first-seen times, remembered as long as idempotency keys are (HearBack's window).
+            Rule("state.webhooks", state.webhooks, dedupe_expiry(settings.dedupe_window)),
             Rule("state.schedules", state.schedules, None),
             Rule("preferences", state.preferences, None)]
 
@@ -216,7 +226,8 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     owns = owner_check(app, settings)
     scheduler = Scheduler(state.schedules, publisher, statuses, clock=clock, owns=owns)
 
-    ledger = PreferenceLedger(state.preferences, clock=clock)
+    ledger = PreferenceLedger(state.preferences, clock=clock,
+                              addresses=AddressConsents(state.consent, secret, clock=clock))
     conversations = Conversations(state.contacts, secret)
     consent = hooks.consent_check(ledger, secret)
     router = Router(catalog, senders.keys(), clock=clock, dedupe=state.dedupe, caps=state.caps, consent=consent,
@@ -273,10 +284,13 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, clock, ledger=ledger,
                         contacts=hooks.contacts_lookup(state.contacts, secret), secret=secret,
                         on_receipt=hooks.receipt_outcomes(sends, delivery),
-                        on_reply=hooks.answer_replies(conversations, catalog, publisher, statuses, clock))
-    register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=secret,
-                   lanes_ready=lambda: critical.joined)
+                        on_reply=hooks.answer_replies(conversations, catalog, publisher, statuses, clock),
+                        replays=state.webhooks, replay_window=settings.dedupe_window,
+                        max_body_bytes=settings.webhook_max_bytes)
+    register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=secret)
     register_document_view(app, documents)
+    harden_public_server(app)
+    serve_admin(app, settings, metrics, lanes_ready=lambda: critical.joined)
 
     @app.on_before_shutdown.connect
     async def close_senders(app: faust.App, **kwargs: object) -> None:

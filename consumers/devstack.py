@@ -111,9 +111,10 @@ def dev_stack(settings: Settings, console: Console) -> Iterator[Settings]:
                       f"(Twilio, Vonage, Meta, FCM, SendGrid); log in {data / 'sim.log'}")
         worker = start_worker(settings, data / "worker.log", DEV_ENV)
         running.callback(stop_process, worker, WORKER_STOP_TIMEOUT)
-        wait_http(f"http://127.0.0.1:{settings.web_port}/ready", 60, worker)
-        console.print(f"[bold]worker[/bold]   web on http://127.0.0.1:{settings.web_port} "
-                      f"(/metrics, /health, /ready); log in {data / 'worker.log'}")
+        wait_http(f"http://127.0.0.1:{settings.admin_port}/ready", 60, worker)
+        console.print(f"[bold]worker[/bold]   web on http://127.0.0.1:{settings.web_port} (webhooks, links), "
+                      f"admin on http://127.0.0.1:{settings.admin_port} (/metrics, /health, /ready); "
+                      f"log in {data / 'worker.log'}")
         yield settings
     finally:
         begin_stop()  # a signal from here on must not cut the stop short

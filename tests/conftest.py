@@ -16,7 +16,8 @@ def unique_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Settings with a topic prefix, app id and ports of their own."""
     tag = uuid.uuid4().hex[:8]
     values: dict[str, object] = dict(topic_prefix=f"t{tag}.", app_id=f"herald-{tag}", data_dir=tmp_path,
-                                     smtp_port=free_port(), web_port=free_port(), secret="test-secret",
+                                     smtp_port=free_port(), web_port=free_port(), admin_port=free_port(),
+                                     secret="test-secret",
                                      smtp_host="127.0.0.1", log_level="info",
                                      catalog=always_open_catalog(tmp_path))
     values.update(overrides)

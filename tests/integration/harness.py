@@ -36,7 +36,7 @@ class Stack:
         log = Path(self.settings.data_dir) / f"worker-{len(self.workers)}.log"
         process = start_worker(self.settings, log, env=env)
         self.workers.append(process)
-        wait_http(f"http://127.0.0.1:{self.settings.web_port}/ready", 60, process)
+        wait_http(f"http://127.0.0.1:{self.settings.admin_port}/ready", 60, process)
         return process
 
     def stop_workers(self) -> None:

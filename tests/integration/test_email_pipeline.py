@@ -121,7 +121,7 @@ async def test_email_pipeline__100_events_and_5_bad_inputs(stack: Stack) -> None
     assert all(p.poll() is None for p in stack.workers)
 
     # The same story in metrics, with bounded labels.
-    metrics = httpx.get(f"http://127.0.0.1:{stack.settings.web_port}/metrics").text
+    metrics = httpx.get(f"http://127.0.0.1:{stack.settings.admin_port}/metrics").text
     assert 'herald_sends_total{channel="email",provider="smtp",result="sent"} 100.0' in metrics
     assert 'herald_events_total{event_type="unknown",outcome="rejected"} 4.0' in metrics
     assert 'herald_dead_letters_total{reason="invalid_json",source="router"} 1.0' in metrics

@@ -97,13 +97,15 @@ class Dev:
 
     @classmethod
     def new(cls, tmp: Path) -> Dev:
-        ports = {"kafka": free_port(), "smtp": free_port(), "web": free_port(), "sim": free_port()}
+        ports = {"kafka": free_port(), "smtp": free_port(), "web": free_port(), "admin": free_port(),
+                 "sim": free_port()}
         return cls(tmp, f"herald-lc{uuid.uuid4().hex[:8]}", ports)
 
     @property
     def env(self) -> dict[str, str]:
         return {"HERALD_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.ports['kafka']}",
                 "HERALD_SMTP_PORT": str(self.ports["smtp"]), "HERALD_WEB_PORT": str(self.ports["web"]),
+                "HERALD_ADMIN_PORT": str(self.ports["admin"]),
                 "HERALD_SIM_PORT": str(self.ports["sim"]), "HERALD_DATA_DIR": str(self.tmp),
                 "HERALD_TOPIC_PREFIX": f"{self.app_id}.", "HERALD_APP_ID": self.app_id, "COLUMNS": "200"}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
+from pydantic import ValidationError
 
+from channels.production import production_problems
 from consumers.metrics import Metrics
-from schemas.settings import Settings
+from schemas.settings import Settings, configuration_errors
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +38,7 @@ README = DEPLOY / "README.md"
 
 K8S_FILES = ["namespace.yaml", "configmap.yaml", "secret.example.yaml", "worker-deployment.yaml",
              "worker-service.yaml", "worker-pdb.yaml", "worker-hpa.yaml", "topics-job.yaml", "servicemonitor.yaml",
-             "kustomization.yaml"]
+             "networkpolicy.yaml", "ingress.yaml", "kustomization.yaml"]
 # The metrics the dashboard must show (more may come; every one referenced must exist).
 CORE_METRICS = {"herald_events", "herald_status", "herald_sends", "herald_send_duration_seconds",
                 "herald_end_to_end_seconds", "herald_dead_letters", "herald_provider_errors"}
@@ -47,7 +50,9 @@ BY_RE = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 SELECTOR_RE = re.compile(r"(herald_[a-z_]+)\s*\{([^}]*)\}")
 MATCHER_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
 HERALD_VAR_RE = re.compile(r"\bHERALD_[A-Z][A-Z0-9_]*\b")
-PORT = 6066
+PORT = 6066  # public: webhooks, unsubscribe and document links
+ADMIN_PORT = 6067  # /metrics, /health, /ready
+PUBLIC_PATHS = {"/webhooks/", "/unsubscribe/", "/documents/"}
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -60,6 +65,11 @@ def load_yaml(path: Path) -> Any:
 def k8s_docs() -> dict[str, list[dict[str, Any]]]:
     return {path.name: [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
             for path in sorted(K8S.glob("*.yaml"))}
+
+
+def k8s_objects(kind: str) -> dict[str, dict[str, Any]]:
+    """Every object of `kind` in deploy/k8s, by name."""
+    return {d["metadata"]["name"]: d for docs in k8s_docs().values() for d in docs if d.get("kind") == kind}
 
 
 def k8s_object(kind: str) -> dict[str, Any]:
@@ -130,9 +140,20 @@ def compose_worker_env() -> dict[str, str]:
     return {k: str(v) for k, v in env.items()}
 
 
-def resolve_compose_default(value: str) -> str:
-    """`${VAR:-default}` -> `default`, as compose does when VAR is unset."""
-    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+def resolve_compose(value: str, env: dict[str, str]) -> str:
+    """`${VAR:-default}` and `${VAR:?message}` as compose resolves them with `env` set (a required one must be)."""
+    def one(match: re.Match[str]) -> str:
+        name, op, rest = match.groups()
+        if op == ":?":
+            assert env.get(name), f"{name} is required by compose: {rest}"
+        return env.get(name) or rest
+
+    return re.sub(r"\$\{([A-Z_]+)(:-|:\?)([^}]*)\}", one, value)
+
+
+def example_secret_replaced() -> dict[str, str]:
+    """The example Secret's keys with real-looking values, as an operator creates them."""
+    return {key: secrets.token_urlsafe(32) for key in k8s_object("Secret")["stringData"]}
 
 
 # ---------------------------------------------------------------------------------------------------- parsing
@@ -191,6 +212,8 @@ def test_deploy__compose_runs_kafka_workers_mailpit_prometheus_grafana() -> None
     assert env["HERALD_KAFKA_BOOTSTRAP"] in internal
     assert env["HERALD_SMTP_HOST"] == "mailpit"
     assert env["HERALD_WEB_HOST"] == "0.0.0.0"
+    assert env["HERALD_ADMIN_HOST"] == "0.0.0.0", "Prometheus scrapes the admin port from another container"
+    assert {str(p) for p in worker["expose"]} == {str(PORT), str(ADMIN_PORT)}
 
     grafana_mounts = services["grafana"]["volumes"]
     providers = load_yaml(DASHBOARD_PROVIDERS)["providers"]
@@ -204,11 +227,12 @@ def test_deploy__dockerfile_builds_a_non_root_worker_image() -> None:
     assert len(re.findall(r"^FROM ", text, re.M)) >= 2, "multi-stage"
     assert 'ENTRYPOINT ["herald"]' in text
     assert 'CMD ["worker"]' in text
-    assert re.search(rf"^EXPOSE {PORT}$", text, re.M)
+    assert re.search(rf"^EXPOSE {PORT} {ADMIN_PORT}$", text, re.M)
     assert "HERALD_WEB_HOST=0.0.0.0" in text
     assert "HERALD_DATA_DIR=/var/lib/herald" in text
     healthcheck = re.search(r"^HEALTHCHECK .*?(?<!\\)$", text, re.M | re.S)
-    assert healthcheck and "/health" in healthcheck.group(0) and "python" in healthcheck.group(0)
+    assert healthcheck and "python" in healthcheck.group(0)
+    assert f"127.0.0.1:${{HERALD_ADMIN_PORT:-{ADMIN_PORT}}}/health" in healthcheck.group(0), "/health: admin port"
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     copied = set()
@@ -221,6 +245,41 @@ def test_deploy__dockerfile_builds_a_non_root_worker_image() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*").rstrip(".") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert packages | {"pyproject.toml", pyproject["project"]["readme"], "templates"} <= copied
+
+
+def dockerfile_commands() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined and comments dropped."""
+    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
+    return [" ".join(c.split()) for c in "\n".join(lines).replace("\\\n", " ").splitlines() if c.strip()]
+
+
+def test_deploy__dockerfile_installs_the_hash_locked_runtime_set_then_herald_without_deps() -> None:
+    runs = [c for c in dockerfile_commands() if c.startswith("RUN ")]
+    pip_steps = [step.strip() for run in runs for step in run.split("&&") if re.search(r"(^|[\s/])pip\s", step)]
+    fetched = [s for s in pip_steps if re.search(r"pip (download|wheel|install) .*-r \S*requirements\.lock", s)]
+    assert fetched, "the dependencies come from requirements.lock"
+    for step in fetched:
+        assert "--require-hashes" in step and "--only-binary=:all:" in step, step
+    installs = [s for s in pip_steps if "pip install" in s]
+    locked = [s for s in installs if "requirements.lock" in s]
+    assert locked and all("--no-index" in s for s in locked), "the final stage installs the locked wheels offline"
+    herald = [s for s in installs if s.endswith(" herald")]
+    assert len(herald) == 1 and "--no-deps" in herald[0] and "--no-index" in herald[0], installs
+    for step in installs:
+        assert "requirements.lock" in step or "requirements-build.lock" in step or "--no-deps" in step, \
+            f"an install that resolves unpinned packages: {step}"
+    built = [s for s in pip_steps if "pip wheel" in s]
+    assert built and all("--no-deps" in s and "--no-build-isolation" in s for s in built), built
+    commands = " ".join(dockerfile_commands())
+    assert "requirements-dev.lock" not in commands and "devstack" not in commands and "[dev" not in commands
+
+
+def test_deploy__dockerfile_base_image_is_pinned_by_digest() -> None:
+    commands = dockerfile_commands()
+    (default,) = [c.split("=", 1)[1] for c in commands if c.startswith("ARG PYTHON_IMAGE=")]
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", default), default
+    froms = [c.split()[1] for c in commands if c.startswith("FROM ")]
+    assert froms and set(froms) == {"${PYTHON_IMAGE}"}, froms
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -297,7 +356,8 @@ def test_deploy__prometheus_scrapes_the_herald_job_and_loads_the_alerts() -> Non
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "herald"]
     assert job["scrape_interval"] == "15s"
     (sd,) = job["dns_sd_configs"]
-    assert sd["names"] == ["herald-worker"] and sd["type"] == "A" and sd["port"] == PORT
+    assert sd["names"] == ["herald-worker"] and sd["type"] == "A" and sd["port"] == ADMIN_PORT
+    assert job["metrics_path"] == "/metrics"
 
 
 # ---------------------------------------------------------------------------------------------------- grafana
@@ -335,18 +395,36 @@ def test_deploy__every_herald_variable_is_a_setting() -> None:
 
 
 def test_deploy__compose_and_k8s_configuration_is_accepted_by_settings() -> None:
-    compose = {settings_field(k): resolve_compose_default(v) for k, v in compose_worker_env().items()}
+    # Accepted once the operator supplies a secret of their own (compose has none to default to), and the
+    # providers both enable pass the production check `herald worker` runs before connecting.
+    real = {"HERALD_SECRET": secrets.token_urlsafe(32)}
+    compose = {settings_field(k): resolve_compose(v, real) for k, v in compose_worker_env().items()}
     settings = Settings(**compose)
     assert settings.env == "production"
     assert settings.web_port == PORT
+    assert settings.admin_host == "0.0.0.0" and settings.admin_port == ADMIN_PORT
+    assert production_problems(settings) == []
 
     values = {settings_field(k): str(v) for k, v in k8s_object("ConfigMap")["data"].items()}
-    values |= {settings_field(k): str(v) for k, v in k8s_object("Secret")["stringData"].items()}
+    values |= {settings_field(k): v for k, v in example_secret_replaced().items()}
     settings = Settings(**values)
     assert settings.env == "production"
     assert settings.kafka_security_protocol == "SASL_SSL"
     assert settings.web_host == "0.0.0.0" and settings.web_port == PORT
+    assert settings.admin_host == "0.0.0.0" and settings.admin_port == ADMIN_PORT
     assert settings.kafka_sasl_password is not None and settings.smtp_password is not None
+    assert production_problems(settings) == []
+
+
+def test_deploy__compose_requires_a_secret_and_has_no_default() -> None:
+    value = compose_worker_env()["HERALD_SECRET"]
+    assert re.fullmatch(r"\$\{HERALD_SECRET:\?[^}]+\}", value), value
+    with pytest.raises(AssertionError, match="HERALD_SECRET is required by compose"):
+        resolve_compose(value, {})
+    env = {settings_field(k): resolve_compose(v, {"HERALD_SECRET": "change-me-in-production-please"})
+           for k, v in compose_worker_env().items()}
+    with pytest.raises(ValidationError, match="HERALD_SECRET is a published example"):
+        Settings(**env)
 
 
 def test_deploy__example_secret_holds_only_example_values() -> None:
@@ -356,26 +434,37 @@ def test_deploy__example_secret_holds_only_example_values() -> None:
         assert "EXAMPLE" in value
 
 
+def test_deploy__example_secret_applied_as_it_is_is_refused() -> None:
+    values = {settings_field(k): str(v) for k, v in k8s_object("ConfigMap")["data"].items()}
+    values |= {settings_field(k): str(v) for k, v in k8s_object("Secret")["stringData"].items()}
+    with pytest.raises(ValidationError) as caught:
+        Settings(**values)
+    lines = configuration_errors(caught.value)
+    assert [line.split()[0] for line in lines] == ["HERALD_SECRET", "HERALD_KAFKA_SASL_PASSWORD",
+                                                   "HERALD_SMTP_PASSWORD"], lines
+
+
 # ---------------------------------------------------------------------------------------------------- kubernetes
 
 
-def test_deploy__deployment_probes_health_and_ready_on_the_web_port() -> None:
+def test_deploy__deployment_probes_health_and_ready_on_the_admin_port() -> None:
     deployment = k8s_object("Deployment")
     spec = deployment["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     assert container["image"].startswith("ghcr.io/herald/herald:")
-    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": PORT}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": PORT}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "admin"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}
     if "startupProbe" in container:
-        assert container["startupProbe"]["httpGet"] == {"path": "/health", "port": PORT}
-    assert {"name": "http-metrics", "containerPort": PORT, "protocol": "TCP"} in container["ports"]
+        assert container["startupProbe"]["httpGet"] == {"path": "/health", "port": "admin"}
+    assert container["ports"] == [{"name": "http", "containerPort": PORT, "protocol": "TCP"},
+                                  {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}]
     assert deployment["spec"]["replicas"] == 3
     assert spec["terminationGracePeriodSeconds"] == 30
     assert {e.get("configMapRef", {}).get("name") for e in container["envFrom"]} >= {"herald-config"}
     assert {e.get("secretRef", {}).get("name") for e in container["envFrom"]} >= {"herald-secrets"}
     assert set(container["resources"]) == {"requests", "limits"}
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(PORT)
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(ADMIN_PORT)
 
 
 def test_deploy__worker_runs_as_non_root_with_only_the_data_dir_writable() -> None:
@@ -391,18 +480,52 @@ def test_deploy__worker_runs_as_non_root_with_only_the_data_dir_writable() -> No
     assert "emptyDir" in volumes[mounts[data_dir]]
 
 
-def test_deploy__service_monitor_and_service_expose_the_metrics_port() -> None:
+def test_deploy__service_monitor_scrapes_the_admin_service_and_the_public_service_has_no_admin_port() -> None:
     deployment = k8s_object("Deployment")
-    service = k8s_object("Service")
+    services = k8s_objects("Service")
+    assert set(services) == {"herald-worker", "herald-worker-admin"}
+    public, admin = services["herald-worker"], services["herald-worker-admin"]
     monitor = k8s_object("ServiceMonitor")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-    (port,) = service["spec"]["ports"]
-    assert port["name"] == "http-metrics" and port["port"] == PORT
+    for service in (public, admin):
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = public["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("http", PORT, "http")
+    (port,) = admin["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("admin", ADMIN_PORT, "admin")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http-metrics"]
-    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "herald", "alerts expect job=herald"
+    selector = monitor["spec"]["selector"]["matchLabels"].items()
+    assert selector <= admin["metadata"]["labels"].items()
+    assert not selector <= public["metadata"]["labels"].items(), "the public Service is not scraped"
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("admin", "/metrics")]
+    assert admin["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "herald", "alerts expect job=herald"
+
+
+def test_deploy__ingress_routes_only_the_public_paths_to_the_public_port() -> None:
+    ingress = k8s_object("Ingress")
+    routed = [(rule.get("host"), p["path"], p["pathType"], p["backend"]["service"]["name"],
+               p["backend"]["service"]["port"]) for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert {path for _, path, _, _, _ in routed} == PUBLIC_PATHS
+    assert len(routed) == len(PUBLIC_PATHS)
+    for host, _, path_type, service, port in routed:
+        assert host == "herald.example.com" and path_type == "Prefix"
+        assert (service, port) == ("herald-worker", {"name": "http"})
+    assert "defaultBackend" not in ingress["spec"], "nothing else (/metrics, /, Faust's pages) is routed"
+    public_url = k8s_object("ConfigMap")["data"]["HERALD_PUBLIC_URL"]
+    assert public_url == f"https://{routed[0][0]}", "providers sign the URL they call: it must be the Ingress'"
+
+
+def test_deploy__network_policy_admits_only_prometheus_to_the_admin_port() -> None:
+    policy = k8s_object("NetworkPolicy")
+    pod_labels = k8s_object("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = {tuple(p["port"] for p in rule["ports"]): rule for rule in policy["spec"]["ingress"]}
+    assert set(rules) == {("http",), ("admin",)}, "no rule admits every port"
+    assert "from" not in rules[("http",)], "the public port is open to all (the Ingress controller)"
+    (peer,) = rules[("admin",)]["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
 
 
 def test_deploy__autoscaling_stays_within_the_partition_count() -> None:
