@@ -13,7 +13,7 @@ running worker applies to its replica at once and compaction then removes from t
 What is not (see SECURITY.md): append-only topics (`herald.events`, `herald.replies`, `herald.deadletter`) keep
 what was written until their retention deletes it; `herald.status` holds no clear personal data (recipients are
 keyed hashes); dedupe keys are hashes of event keys, not of people; address-level opt-outs are kept, because
-honouring a STOP is the reason to hold them.
+honouring a STOP is the reason to hold them, but the person's id is taken out of them (`herald.state.consent`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import orjson
 from pydantic import ValidationError
 
 from consumers.kvstore import KeyValueStore
+from consumers.preferences import PROMOTIONAL_PREFIX, AddressConsent
 from consumers.replies import Conversations
 from consumers.status import StatusEmitter
 from schemas.dispatch import Dispatch
@@ -75,10 +76,34 @@ async def _delete(store: KeyValueStore, keys: Iterable[str]) -> int:
     return count
 
 
+async def _scrub_consent(store: KeyValueStore, recipient_id: str) -> int:
+    """Address opt-outs stay (they are why Herald may not write to the address); the person's id leaves them: the
+    list of recipients a STOP opted out, and their promotional opt-in times. Returns how many records changed."""
+    changed = 0
+    if store.get(PROMOTIONAL_PREFIX + recipient_id) is not None:
+        await store.delete(PROMOTIONAL_PREFIX + recipient_id)
+        changed += 1
+    for key in store.list_keys():
+        if key.startswith(PROMOTIONAL_PREFIX) or (raw := store.get(key)) is None:
+            continue
+        try:
+            record = AddressConsent.model_validate_json(raw)
+        except ValidationError:
+            continue
+        if not any(recipient_id in stop.recipients for stop in record.stopped.values()):
+            continue
+        stopped = {channel: stop.model_copy(update={"recipients": [r for r in stop.recipients if r != recipient_id]})
+                   for channel, stop in record.stopped.items()}
+        await store.put(key, record.model_copy(update={"stopped": stopped}).model_dump_json().encode(), durable=True)
+        changed += 1
+    return changed
+
+
 async def forget(stores: Mapping[str, KeyValueStore], recipient_id: str, *, secret: bytes,
                  addresses: Sequence[tuple[str, str]] = (), statuses: StatusEmitter | None = None) -> Erasure:
     """Erase `recipient_id` from `stores` (names as in `consumers.state.State`: preferences, caps, schedules,
-    sends, documents, contacts). `addresses` are (channel, address) pairs to clear besides those found."""
+    sends, documents, contacts, and `consent` when given). `addresses` are (channel, address) pairs to clear
+    besides those found."""
     result = Erasure()
     found: set[tuple[str, str]] = set(addresses)
 
@@ -113,6 +138,8 @@ async def forget(stores: Mapping[str, KeyValueStore], recipient_id: str, *, secr
         except (orjson.JSONDecodeError, AttributeError):
             continue
     result.deleted["contacts"] = await _delete(contacts, [k for k in doomed_contacts if contacts.get(k)])
+    if (consent := stores.get("consent")) is not None:
+        result.deleted["consent"] = await _scrub_consent(consent, recipient_id)
     result.addresses = len(found)
     log.info("recipient erased", extra={"stores": ",".join(f"{k}={v}" for k, v in result.deleted.items())})
     return result

@@ -101,3 +101,22 @@ async def test_erasure__nobody_known_deletes_nothing() -> None:
     erased = await forget(stores(state), "nobody", secret=SECRET)
     assert erased.total == 0
     assert erased.cancelled == []
+
+
+async def test_erasure__address_opt_outs_stay_without_the_person_in_them() -> None:
+    from consumers.preferences import PROMOTIONAL_PREFIX, AddressConsent, AddressConsents
+
+    store = MemoryStore()
+    consents = AddressConsents(store, SECRET, clock=lambda: NOW)
+    key = consents.key("sms", "+34600111222")
+    await consents.stop(key, "sms", "ana")
+    await consents.stop(key, "sms", "bob")
+    await consents.promotional_given("ana", [], NOW)
+    state = State.in_memory()
+
+    erased = await forget({**stores(state), "consent": store}, "ana", secret=SECRET)
+
+    assert erased.deleted["consent"] == 2  # the opt-in times, and the STOP's list of recipients
+    record = AddressConsent.model_validate_json(store.get(key) or b"")
+    assert record.stopped["sms"].recipients == ["bob"]  # the number stays stopped
+    assert store.get(PROMOTIONAL_PREFIX + "ana") is None
