@@ -56,6 +56,8 @@ def _provider_problems(key: str) -> list[str]:
     except ValidationError as exc:
         return [f"{prefix}{'_'.join(str(p) for p in e['loc'])}".upper() + f": {e['msg']}" for e in exc.errors()]
     problems = dev_default_problems(config)
+    if callable(more := getattr(config, "production_problems", None)):  # a provider's own rules (webhook keys)
+        problems += more()
     if "base_url" in config_class.model_fields and not getattr(config, "base_url", None):
         # Without it the provider would talk to the simulator (`channels.http.base_url_for` refuses that too,
         # but only once the worker has connected to Kafka).

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import httpx
 import phonenumbers
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import Field, field_validator
 
 from channels.base import OutboundMessage, SendResult
@@ -191,7 +191,10 @@ class TwilioVoiceProvider(HttpProvider):
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self.settings = settings
-        self.fernet = voice_fernet(settings.secret.get_secret_value())
+        # Sealed with HERALD_SECRET; a token sealed just before a rotation still opens (for its SEAL_TTL_SECONDS)
+        # with a secret kept in HERALD_SECRET_PREVIOUS.
+        self.fernet = MultiFernet([voice_fernet(s.get_secret_value())
+                                   for s in (settings.secret, *settings.secret_previous)])
         self.client = twilio_client(config, settings, transport)
 
 

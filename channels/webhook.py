@@ -8,6 +8,11 @@ inside an IPv6 address), and the request is pinned to the checked address so a s
 cannot point it elsewhere. `HERALD_WEBHOOK_TIMEOUT` bounds the whole send, from the DNS lookup to the end of the
 answer: httpx's own timeouts are per connect and per read, so a receiver trickling one byte at a time would
 otherwise hold a send for as long as it liked.
+
+Each business customer (tenant) has its own signing secrets (`HERALD_WEBHOOK_TENANT_SECRETS`), so no customer can
+forge Herald's webhooks to another. A tenant's secrets form a key ring: every one of them signs, and Standard
+Webhooks puts the signatures side by side in `webhook-signature` (`v1,<a> v1,<b>`), so a customer rotating keys
+verifies with either until the old one is removed. Tenants without their own use `HERALD_WEBHOOK_SIGNING_SECRET`.
 """
 
 from __future__ import annotations
@@ -53,12 +58,39 @@ DEFAULT_PORTS = frozenset({443, 8443})
 
 # `443,8443` in the environment; without `NoDecode` pydantic-settings would JSON-decode it before the validator.
 PortSet = Annotated[frozenset[int], NoDecode]
+WEBHOOK_KEY_BYTES = (24, 64)  # the HMAC key's length range behind `whsec_`, as Standard Webhooks' libraries take
+
+
+def signing_secret_problem(secret: str) -> str | None:
+    """Why `secret` is not a Standard Webhooks signing secret (`whsec_` + base64 of 24 to 64 bytes), or None."""
+    if not secret.startswith("whsec_"):
+        return "must start with whsec_"
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        return "is not whsec_ + base64"
+    low, high = WEBHOOK_KEY_BYTES
+    if not low <= len(key) <= high:
+        return f"must hold {low} to {high} bytes after whsec_ (it holds {len(key)})"
+    return None
+
+
+def _secret_list(value: Any) -> Any:
+    """One secret, a comma-separated ring, or a list, as a list of stripped secrets."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list | tuple):
+        return [str(v.get_secret_value() if isinstance(v, SecretStr) else v).strip() for v in value]
+    return value
 
 
 class WebhookSettings(BaseSettings):
     """`HERALD_WEBHOOK_*`. There is no base URL: each message carries its receiver's URL as its address."""
 
-    model_config = SettingsConfigDict(env_prefix="HERALD_WEBHOOK_", extra="ignore")
+    # hide_input_in_errors: a refused secret is never printed.
+    model_config = SettingsConfigDict(env_prefix="HERALD_WEBHOOK_", extra="ignore", hide_input_in_errors=True)
     # Development value production refuses (channels/production.py). Field -> what to set instead.
     DEV_DEFAULTS: ClassVar[dict[str, str]] = {
         "signing_secret": "your own, e.g. whsec_ + `openssl rand -base64 32`"}
@@ -72,6 +104,64 @@ class WebhookSettings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024, gt=0, description="Largest JSON body sent.")
     ports: PortSet = Field(default=DEFAULT_PORTS, description="Ports a webhook URL may name: `443,8443` "
                            "(comma-separated or a JSON list). Not applied when `allow_private` is on.")
+    tenant_secrets: dict[str, tuple[SecretStr, ...]] = Field(
+        default_factory=dict, description="Each tenant's own signing secrets, a JSON object tenant -> list of "
+        "`whsec_` secrets (or one string): every one signs (key rotation); tenants not named use signing_secret.")
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _signing_ring(cls, value: SecretStr) -> SecretStr:
+        # Empty is left to production's check (channels/production.py), which names what to set.
+        for n, secret in enumerate(_secret_list(value), 1):
+            if problem := signing_secret_problem(secret):
+                raise ValueError(f"HERALD_WEBHOOK_SIGNING_SECRET (secret {n}) {problem}")
+        return value
+
+    @field_validator("tenant_secrets", mode="before")
+    @classmethod
+    def _tenant_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {tenant: _secret_list(secrets) for tenant, secrets in value.items()}
+        return value
+
+    @field_validator("tenant_secrets")
+    @classmethod
+    def _tenant_rings(cls, value: dict[str, tuple[SecretStr, ...]]) -> dict[str, tuple[SecretStr, ...]]:
+        for tenant, secrets in value.items():
+            if not tenant or not secrets:  # never the secret itself in the message, only where it is
+                raise ValueError(f"HERALD_WEBHOOK_TENANT_SECRETS: tenant {tenant!r} needs at least one secret")
+            for n, secret in enumerate(secrets, 1):
+                if problem := signing_secret_problem(secret.get_secret_value()):
+                    raise ValueError(f"HERALD_WEBHOOK_TENANT_SECRETS[{tenant!r}] (secret {n}) {problem}")
+        return value
+
+    def default_ring(self) -> tuple[str, ...]:
+        """`HERALD_WEBHOOK_SIGNING_SECRET` as its secrets (a comma-separated ring)."""
+        return tuple(_secret_list(self.signing_secret)) or (self.signing_secret.get_secret_value(),)
+
+    def ring_for(self, tenant: str | None) -> tuple[str, ...]:
+        """The secrets that sign a message for `tenant`: its own, else the default ring (never another tenant's)."""
+        own = self.tenant_secrets.get(tenant) if tenant else None
+        return tuple(s.get_secret_value() for s in own) if own else self.default_ring()
+
+    def production_problems(self) -> list[str]:
+        """Key sharing production refuses (channels/production.py): the dev secret in any ring, or one secret in two
+        rings, which would let one customer forge Herald's webhooks to another."""
+        problems = []
+        owners: dict[str, list[str]] = {}
+        for name, ring in [("default", self.default_ring()),
+                           *((t, tuple(s.get_secret_value() for s in r)) for t, r in self.tenant_secrets.items())]:
+            for secret in ring:
+                owners.setdefault(secret, []).append(name)
+        # The dev secret alone as the default is DEV_DEFAULTS' own check; anywhere else it is caught here.
+        if DEV_SIGNING_SECRET in owners and (owners[DEV_SIGNING_SECRET] != ["default"]
+                                             or len(self.default_ring()) > 1):
+            problems.append("HERALD_WEBHOOK_TENANT_SECRETS or a ring in HERALD_WEBHOOK_SIGNING_SECRET holds the "
+                            "development secret; set your own, e.g. whsec_ + `openssl rand -base64 32`")
+        shared = sorted({", ".join(dict.fromkeys(names)) for names in owners.values() if len(set(names)) > 1})
+        problems += [f"HERALD_WEBHOOK_TENANT_SECRETS: one secret is shared by {names}; give each tenant its own"
+                     for names in shared]
+        return problems
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -166,8 +256,10 @@ class StandardWebhookProvider:
             # The message id is stable across retries, so the receiver can drop a redelivery.
             "webhook-id": message.message_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": standard_webhook_signature(self.config.signing_secret.get_secret_value(),
-                                                            message.message_id, timestamp, body),
+            # The tenant's key ring, every secret side by side: the receiver accepts any it holds.
+            "webhook-signature": " ".join(
+                standard_webhook_signature(secret, message.message_id, timestamp, body)
+                for secret in self.config.ring_for(message.options.get("tenant"))),
             # A pinned connection is verified for one host name; never hand it to another host on the same IP.
             "Connection": "close",
         }

@@ -31,6 +31,7 @@ from consumers.deadletter import DeadLetters
 from consumers.delivery import DeliveryStage
 from consumers.documents import Documents
 from consumers.hearback import HearBack
+from consumers.identity import KeyRing
 from consumers.ingest import IngestStage
 from consumers.metrics import CIRCUIT_VALUES, Metrics
 from consumers.preferences import AddressConsents, PreferenceLedger
@@ -216,20 +217,22 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
               for spec in topic_specs()}
     publisher = publisher or FaustPublisher(topics)
     secret = settings.secret.get_secret_value().encode()
+    # HERALD_SECRET and HERALD_SECRET_PREVIOUS: the current one signs and keys, all of them verify and find.
+    keys = KeyRing.from_settings(settings)
     statuses = StatusEmitter(publisher, metrics, secret, clock)
     dead_letters = DeadLetters(publisher, metrics, statuses, max_record_bytes=settings.max_record_bytes)
     renderer = Renderer(settings.templates, default_locale=settings.default_locale)
     template_globals = {"brand": settings.brand_name, "document_url": None}
-    documents = Documents(state.documents, renderer, secret, settings.public_url, template_globals=template_globals,
+    documents = Documents(state.documents, renderer, keys, settings.public_url, template_globals=template_globals,
                           clock=clock)
     sends = SendLedger(state.sends, clock, lease=timedelta(seconds=settings.send_lease))
     owns = owner_check(app, settings)
     scheduler = Scheduler(state.schedules, publisher, statuses, clock=clock, owns=owns)
 
     ledger = PreferenceLedger(state.preferences, clock=clock,
-                              addresses=AddressConsents(state.consent, secret, clock=clock))
-    conversations = Conversations(state.contacts, secret)
-    consent = hooks.consent_check(ledger, secret)
+                              addresses=AddressConsents(state.consent, keys, clock=clock))
+    conversations = Conversations(state.contacts, keys)
+    consent = hooks.consent_check(ledger, keys)
     router = Router(catalog, senders.keys(), clock=clock, dedupe=state.dedupe, caps=state.caps, consent=consent,
                     dedupe_window=settings.dedupe_window, preferences=ledger.get,
                     max_ahead=settings.max_schedule_ahead)
@@ -282,12 +285,12 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
         await janitor.run(settings.retention_interval)
 
     hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, clock, ledger=ledger,
-                        contacts=hooks.contacts_lookup(state.contacts, secret), secret=secret,
+                        contacts=hooks.contacts_lookup(state.contacts, keys), secret=secret,
                         on_receipt=hooks.receipt_outcomes(sends, delivery),
                         on_reply=hooks.answer_replies(conversations, catalog, publisher, statuses, clock),
                         replays=state.webhooks, replay_window=settings.dedupe_window,
                         max_body_bytes=settings.webhook_max_bytes)
-    register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=secret)
+    register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=keys)
     register_document_view(app, documents)
     harden_public_server(app)
     serve_admin(app, settings, metrics, lanes_ready=lambda: critical.joined)

@@ -160,7 +160,9 @@ class DeliveryStage:
             idempotency_key=d.idempotency_key, display_name=d.to.name, locale=d.to.locale,
             event_type=d.event_type, metadata={"message_id": d.message_id, "recipient_id": d.to.id},
             attachments=attachments, headers=self.headers(d) if self.headers else {},
-            options={"priority": d.priority, **({"keypad": dict(entry.keypad)} if entry and entry.keypad else {}),
+            # The tenant picks the webhook's signing keys (channels/webhook.py); options never reach a vendor.
+            options={"priority": d.priority, **({"tenant": d.tenant} if d.tenant else {}),
+                     **({"keypad": dict(entry.keypad)} if entry and entry.keypad else {}),
                      **({"whatsapp_session_open": True} if d.channel == "whatsapp" and self.session_open
                         and self.session_open(d.to.id) else {})})
         await self._send(record, d, sender, message)

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from channels.pdf import html_to_pdf
 from channels.render import Renderer
-from channels.signatures import link_signature, safe_equal, unix_seconds
+from channels.signatures import unix_seconds
+from consumers.identity import KeyRing
 from consumers.kvstore import KeyValueStore
 from schemas.dispatch import Dispatch
 
@@ -26,11 +27,11 @@ from schemas.dispatch import Dispatch
 class Documents:
     """Remembers dispatches whose type has a document, signs links to it, and renders it on request."""
 
-    def __init__(self, store: KeyValueStore, renderer: Renderer, secret: bytes, public_url: str, *,
+    def __init__(self, store: KeyValueStore, renderer: Renderer, secret: bytes | KeyRing, public_url: str, *,
                  template_globals: Mapping[str, Any], clock: Callable[[], datetime]) -> None:
         self.store = store
         self.renderer = renderer
-        self.secret = secret
+        self.secret = KeyRing.of(secret)  # the current secret signs; any in the ring verifies (rotation)
         self.public_url = public_url.rstrip("/")
         self.template_globals = dict(template_globals)
         self.clock = clock
@@ -44,7 +45,7 @@ class Documents:
         if d.channel == "email" or d.expires_at is None or not self.has_document(d.event_type):
             return None
         expires = str(int(d.expires_at.timestamp()))
-        signature = link_signature(self.secret, "document", d.message_id, expires)
+        signature = self.secret.sign("document", d.message_id, expires)
         return f"{self.public_url}/documents/{d.message_id}.pdf?e={expires}&s={signature}"
 
     async def remember(self, d: Dispatch) -> None:
@@ -58,7 +59,7 @@ class Documents:
         seconds = unix_seconds(expires)
         if seconds is None or seconds < self.clock().timestamp():
             return False
-        return safe_equal(signature, link_signature(self.secret, "document", message_id, expires))
+        return self.secret.verify(signature, "document", message_id, expires)
 
     async def pdf(self, message_id: str) -> bytes | None:
         """The document as PDF bytes, or None when there is none (unknown, or expired and deleted)."""

@@ -12,7 +12,7 @@ import orjson
 from channels.errors import DeliveryError, InvalidRecipient
 from channels.webhooks import InboundMessage
 from consumers.delivery import DeliveryStage
-from consumers.identity import recipient_hash
+from consumers.identity import KeyRing, recipient_hash
 from consumers.kvstore import KeyValueStore
 from consumers.preferences import PreferenceLedger, address_key, whatsapp_session_open
 from consumers.records import Publisher
@@ -41,11 +41,15 @@ FAILED_RECEIPTS = frozenset({Status.FAILED, Status.BOUNCED})
 DELIVERED_RECEIPTS = frozenset({Status.DELIVERED, Status.READ, Status.OPENED, Status.CLICKED, Status.REPLIED})
 
 
-def consent_check(ledger: PreferenceLedger, secret: bytes) -> ConsentCheck:
-    """The router's and the send-time check: the recipient's preferences and the address's own record."""
+def consent_check(ledger: PreferenceLedger, secret: bytes | KeyRing) -> ConsentCheck:
+    """The router's and the send-time check: the recipient's preferences and the address's own record (a
+    suppression hashed with a secret still in the ring counts, so it outlives a rotation)."""
+    ring = KeyRing.of(secret)
+
     def check(recipient_id: str, category: str, channel: str, address: str) -> str | None:
         return ledger.refusal(recipient_id, category=category, channel=channel, address=address,
-                              address_hash=recipient_hash(secret, address))
+                              address_hash=recipient_hash(ring.current, address),
+                              previous_hashes=[recipient_hash(old, address) for old in ring.previous])
 
     return check
 
@@ -58,47 +62,53 @@ def contact_key(secret: bytes, address: str) -> str:
     return "who|" + recipient_hash(secret, address)
 
 
-def contacts_lookup(store: KeyValueStore, secret: bytes) -> Callable[[str], str | None]:
-    """Address -> recipient id, learnt from what Herald sent: an inbound STOP names only a phone number."""
+def contacts_lookup(store: KeyValueStore, secret: bytes | KeyRing) -> Callable[[str], str | None]:
+    """Address -> recipient id, learnt from what Herald sent: an inbound STOP names only a phone number. Learnt
+    under the current secret first, else under an older one of the ring (sent before a rotation)."""
+    ring = KeyRing.of(secret)
 
     def lookup(address: str) -> str | None:
-        raw = store.get(contact_key(secret, address))
+        raw = next((raw for key in ring.all if (raw := store.get(contact_key(key, address)))), None)
         return raw.decode() if raw else None
 
     return lookup
 
 
-def remember_contact(store: KeyValueStore, secret: bytes) -> Callable[[Dispatch, str], Awaitable[None]]:
+def remember_contact(store: KeyValueStore, secret: bytes | KeyRing) -> Callable[[Dispatch, str], Awaitable[None]]:
+    current = KeyRing.of(secret).current  # learnt under the current secret only
+
     async def remember(d: Dispatch, provider: str) -> None:
         address = d.to.address_for(d.channel)
-        if address and store.get(contact_key(secret, address)) != d.to.id.encode():
-            await store.put(contact_key(secret, address), d.to.id.encode())
+        if address and store.get(contact_key(current, address)) != d.to.id.encode():
+            await store.put(contact_key(current, address), d.to.id.encode())
 
     return remember
 
 
-def unsubscribe_headers(secret: bytes, public_url: str) -> Callable[[Dispatch], Mapping[str, str]]:
-    """RFC 8058 one-click unsubscribe on promotional email."""
+def unsubscribe_headers(secret: bytes | KeyRing, public_url: str) -> Callable[[Dispatch], Mapping[str, str]]:
+    """RFC 8058 one-click unsubscribe on promotional email: signed and keyed with the current secret."""
+    current = KeyRing.of(secret).current
 
     def headers(d: Dispatch) -> Mapping[str, str]:
         if d.category != "promotional" or d.channel != "email":
             return {}
         # The link names the mailbox too (by its keyed hash), so the unsubscribe holds for every id that has it.
         email = d.to.address_for("email")
-        key = address_key(secret, "email", email) if email else None
-        return list_unsubscribe_headers(unsubscribe_link(secret, public_url, d.to.id, address_key=key))
+        key = address_key(current, "email", email) if email else None
+        return list_unsubscribe_headers(unsubscribe_link(current, public_url, d.to.id, address_key=key))
 
     return headers
 
 
-def suppress_dead_addresses(ledger: PreferenceLedger, secret: bytes
+def suppress_dead_addresses(ledger: PreferenceLedger, secret: bytes | KeyRing
                             ) -> Callable[[Dispatch, DeliveryError], Awaitable[None]]:
     """An address the provider says does not exist (unregistered push token, unknown mailbox) is suppressed."""
+    current = KeyRing.of(secret).current
 
     async def on_failure(d: Dispatch, error: DeliveryError) -> None:
         address = d.to.address_for(d.channel)
         if isinstance(error, InvalidRecipient) and address:
-            await ledger.suppress(d.to.id, recipient_hash(secret, address), error.code or error.reason,
+            await ledger.suppress(d.to.id, recipient_hash(current, address), error.code or error.reason,
                                   source="send")
 
     return on_failure
@@ -133,7 +143,8 @@ def receipt_check(sends: SendLedger, delivery: DeliveryStage) -> Callable[[Dispa
     return check
 
 
-def remember_after_send(contacts: KeyValueStore, conversations: Conversations, catalog: Catalog, secret: bytes,
+def remember_after_send(contacts: KeyValueStore, conversations: Conversations, catalog: Catalog,
+                        secret: bytes | KeyRing,
                         clock: Callable[[], datetime]) -> Callable[[Dispatch, str], Awaitable[None]]:
     """After a send: who has this address, and, for a type that asks something, the open question."""
     remember = remember_contact(contacts, secret)

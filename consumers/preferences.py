@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from channels.errors import InvalidRecipient
 from channels.phone import to_e164
-from consumers.identity import recipient_hash
+from consumers.identity import KeyRing, recipient_hash
 from consumers.kvstore import KeyValueStore
 from schemas.catalog import Channel
 from schemas.preferences import Preferences
@@ -129,15 +129,25 @@ class AddressConsents:
     """Address-level consent records in a `KeyValueStore` (`herald.state.consent` in workers).
 
     Writes wait for the broker's acknowledgement: an inbound STOP is answered 200 only once it is durable, so a
-    provider retries one Herald could not record."""
+    provider retries one Herald could not record.
 
-    def __init__(self, store: KeyValueStore, secret: bytes, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    Records are keyed with `HERALD_SECRET`; after a rotation, those keyed with a secret still in
+    `HERALD_SECRET_PREVIOUS` are found too (`keys`), so an address's STOP or unsubscribe outlives the rotation."""
+
+    def __init__(self, store: KeyValueStore, secret: bytes | KeyRing, *,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
         self.store = store
-        self.secret = secret
+        self.ring = KeyRing.of(secret)
+        self.secret = self.ring.current
         self.clock = clock
 
     def key(self, channel: str, address: str) -> str:
+        """The key new records of the address are written under (the current secret)."""
         return address_key(self.secret, channel, address)
+
+    def keys(self, channel: str, address: str) -> list[str]:
+        """Every key the address's records may be under: the current secret's first, then the older ones'."""
+        return list(dict.fromkeys(address_key(secret, channel, address) for secret in self.ring.all))
 
     def record(self, key: str) -> AddressConsent | None:
         """The address's record; one that does not validate raises `ValueError` (consent fails closed)."""
@@ -248,16 +258,19 @@ class PreferenceLedger:
             await self.addresses.store.ready()
 
     def refusal(self, recipient_id: str, *, category: str, channel: str, address: str,
-                address_hash: str | None) -> str | None:
+                address_hash: str | None, previous_hashes: Iterable[str] = ()) -> str | None:
         """Why a message may NOT go to `address` on `channel`: the recipient's preferences (`consent`) and what
-        the address itself said (`address_consent`), the strongest reason first; None when it may go."""
+        the address itself said (`address_consent`), the strongest reason first; None when it may go.
+        `previous_hashes` are the address's hashes under older secrets (a suppression recorded before a rotation),
+        and the address's records under every secret of the ring count."""
         prefs = self.get(recipient_id)
-        reasons = {consent(prefs, category=category, channel=channel, address_hash=address_hash)}
+        reasons = {consent(prefs, category=category, channel=channel, address_hash=h)
+                   for h in (address_hash, *previous_hashes)}
         if self.addresses is not None:
             since = (self.addresses.promotional_since(recipient_id, channel)
                      if category == "promotional" else None)
-            reasons.add(address_consent(self.addresses.record(self.addresses.key(channel, address)),
-                                        category=category, channel=channel, promotional_since=since))
+            reasons |= {address_consent(self.addresses.record(key), category=category, channel=channel,
+                                        promotional_since=since) for key in self.addresses.keys(channel, address)}
         return next((reason for reason in REFUSALS if reason in reasons), None)
 
     def get(self, recipient_id: str) -> Preferences | None:
@@ -307,9 +320,10 @@ class PreferenceLedger:
         key = self.addresses.key(channel, address)
         made = None
         if recipient_id:
-            prefs, record = self.get(recipient_id), self.addresses.record(key)
-            stop = record.stopped.get(Channel(channel)) if record else None
-            ours = stop is not None and recipient_id in stop.recipients
+            prefs = self.get(recipient_id)
+            records = [r for k in self.addresses.keys(channel, address) if (r := self.addresses.record(k))]
+            stops = [stop for r in records if (stop := r.stopped.get(Channel(channel)))]
+            ours = any(recipient_id in stop.recipients for stop in stops)
             if ours or prefs is None or Channel(channel) not in prefs.opted_out:
                 made = recipient_id
         await self.addresses.stop(key, channel, made, source=source)  # first: the address holds whatever follows
@@ -324,14 +338,14 @@ class PreferenceLedger:
             if recipient_id:
                 await self.opt_in(recipient_id, channel, source=source)
             return
-        key = self.addresses.key(channel, address)
-        record = self.addresses.record(key)
-        stop = record.stopped.get(Channel(channel)) if record else None
-        if stop is None:
-            return
-        for made in stop.recipients:  # before the address's record: a retried START still finds them
-            await self.opt_in(made, channel, source=source)
-        await self.addresses.start(key, channel, source=source)
+        for key in self.addresses.keys(channel, address):  # a STOP keyed before a rotation is undone too
+            record = self.addresses.record(key)
+            stop = record.stopped.get(Channel(channel)) if record else None
+            if stop is None:
+                continue
+            for made in stop.recipients:  # before the address's record: a retried START still finds them
+                await self.opt_in(made, channel, source=source)
+            await self.addresses.start(key, channel, source=source)
 
     async def unsubscribe_address(self, channel: str, *, address: str | None = None, key: str | None = None,
                                   source: str = "unsubscribe") -> None:

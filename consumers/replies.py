@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from channels.errors import InvalidRecipient
 from channels.phone import to_e164
-from consumers.identity import recipient_hash
+from consumers.identity import KeyRing, recipient_hash
 from consumers.keywords import classify
 from consumers.kvstore import KeyValueStore
 from schemas.catalog import Catalog, CatalogEntry, KeypadAction
@@ -102,15 +102,24 @@ def address_key(channel: str, address: str) -> str:
 
 
 class Conversations:
-    """The last question asked per channel and address, in a `KeyValueStore` keyed `channel|sha256:…`."""
+    """The last question asked per channel and address, in a `KeyValueStore` keyed `channel|sha256:…`.
 
-    def __init__(self, store: KeyValueStore, secret: bytes, *, max_age: timedelta = timedelta(days=7)) -> None:
+    Keyed with `HERALD_SECRET`; a question asked before a rotation is still found under a secret of
+    `HERALD_SECRET_PREVIOUS` (questions live `max_age` at most, so a week in the ring is enough for them)."""
+
+    def __init__(self, store: KeyValueStore, secret: bytes | KeyRing, *,
+                 max_age: timedelta = timedelta(days=7)) -> None:
         self.store = store
-        self.secret = secret
+        self.ring = KeyRing.of(secret)
+        self.secret = self.ring.current
         self.max_age = max_age
 
-    def key(self, channel: str, address: str) -> str:
-        return f"{channel}|{recipient_hash(self.secret, address_key(channel, address))}"
+    def key(self, channel: str, address: str, secret: bytes | None = None) -> str:
+        return f"{channel}|{recipient_hash(secret or self.secret, address_key(channel, address))}"
+
+    def keys(self, channel: str, address: str) -> list[str]:
+        """The keys a question at this address may be under: the current secret's first."""
+        return list(dict.fromkeys(self.key(channel, address, secret) for secret in self.ring.all))
 
     def anonymous_id(self, channel: str, address: str) -> str:
         """A recipient id for someone Herald knows only by address (a reply when no question is open)."""
@@ -120,7 +129,7 @@ class Conversations:
         """The recipient id of the last question asked at this address on any channel (for `HearBack`'s
         `contacts`, when the vendor does not say who wrote)."""
         channels = ("email",) if "@" in address else tuple(sorted(PHONE_CHANNELS))
-        asked = [q for c in channels if (q := self._load(self.key(c, address))) is not None]
+        asked = [q for c in channels if (q := self._find(c, address)) is not None]
         return max(asked, key=lambda q: q.asked_at).recipient_id if asked else None
 
     async def remember(self, question: Question, address: str) -> None:
@@ -134,7 +143,7 @@ class Conversations:
 
     def last_question(self, channel: str, address: str, now: datetime | None = None) -> Question | None:
         """The last question asked on this channel and address; None if none, or older than `max_age` at `now`."""
-        question = self._load(self.key(channel, address))
+        question = self._find(channel, address)
         if question is None or (now is not None and now - question.asked_at > self.max_age):
             return None
         return question
@@ -146,7 +155,16 @@ class Conversations:
             await self.store.put(self.key(question.channel, address), answered.model_dump_json().encode())
 
     async def forget(self, channel: str, address: str) -> None:
-        await self.store.delete(self.key(channel, address))
+        current, *older = self.keys(channel, address)
+        await self.store.delete(current)
+        for key in older:  # no tombstone for an older key that never held a question
+            if self.store.get(key) is not None:
+                await self.store.delete(key)
+
+    def _find(self, channel: str, address: str) -> Question | None:
+        """The newest question under any key of the ring (one asked after the rotation outranks an older one)."""
+        found = [q for key in self.keys(channel, address) if (q := self._load(key)) is not None]
+        return max(found, key=lambda q: q.asked_at) if found else None
 
     def _load(self, key: str) -> Question | None:
         raw = self.store.get(key)

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from html import escape
 from urllib.parse import quote, urlencode
 
-from channels.signatures import link_signature, safe_equal
 from channels.webhooks import WebhookResponse
+from consumers.identity import KeyRing
 from consumers.metrics import Metrics
 from consumers.preferences import PreferenceLedger
 from schemas.catalog import Channel
@@ -30,25 +30,26 @@ _HTML = "text/html; charset=utf-8"
 _ADDRESS_KEY = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def _signature(secret: bytes, recipient_id: str, channel: str, address_key: str | None = None) -> str:
+def _parts(recipient_id: str, channel: str, address_key: str | None = None) -> tuple[str, ...]:
     if address_key:  # its own purpose word: a link without the mailbox can never pass for one with it
-        return link_signature(secret, "unsubscribe-address", recipient_id, channel, address_key)
-    return link_signature(secret, "unsubscribe", recipient_id, channel)
+        return ("unsubscribe-address", recipient_id, channel, address_key)
+    return ("unsubscribe", recipient_id, channel)
 
 
-def unsubscribe_link(secret: bytes, public_url: str, recipient_id: str, channel: str = "email",
+def unsubscribe_link(secret: bytes | KeyRing, public_url: str, recipient_id: str, channel: str = "email",
                      address_key: str | None = None) -> str:
     """`{public_url}/unsubscribe/{recipient_id}?c={channel}[&a={address key}]&s={signature}`. `a`, the mailbox's
     keyed hash (consumers/preferences.py `address_key`), makes the unsubscribe hold for the mailbox itself."""
     params = {"c": channel, **({"a": address_key} if address_key else {}),
-              "s": _signature(secret, recipient_id, channel, address_key)}
+              "s": KeyRing.of(secret).sign(*_parts(recipient_id, channel, address_key))}
     return f"{public_url.rstrip('/')}/unsubscribe/{quote(recipient_id, safe='')}?{urlencode(params)}"
 
 
-def verify_unsubscribe(secret: bytes, recipient_id: str, channel: str, signature: str,
+def verify_unsubscribe(secret: bytes | KeyRing, recipient_id: str, channel: str, signature: str,
                        address_key: str | None = None) -> bool:
-    # safe_equal, not compare_digest on `.encode()`: a link's text may hold anything (never raise on it).
-    return safe_equal(signature, _signature(secret, recipient_id, channel, address_key))
+    """Whether the link is signed by any secret of the ring: links never expire, so one signed before a rotation
+    keeps working for as long as its secret stays in `HERALD_SECRET_PREVIOUS`."""
+    return KeyRing.of(secret).verify(signature, *_parts(recipient_id, channel, address_key))
 
 
 def list_unsubscribe_headers(link: str, mailto: str | None = None) -> dict[str, str]:
@@ -83,9 +84,9 @@ will still be sent.</p>
 class Unsubscribes:
     """What `/unsubscribe/{recipient_id}` does, without the web framework (`web.py` adapts requests to it)."""
 
-    def __init__(self, ledger: PreferenceLedger, secret: bytes, metrics: Metrics) -> None:
+    def __init__(self, ledger: PreferenceLedger, secret: bytes | KeyRing, metrics: Metrics) -> None:
         self.ledger = ledger
-        self.secret = secret
+        self.secret = KeyRing.of(secret)
         self.metrics = metrics
 
     async def handle(self, recipient_id: str, query: Mapping[str, str], method: str) -> WebhookResponse:

@@ -20,6 +20,7 @@ from faust.web import Request, Response, View
 from channels.webhooks import WebhookRequest
 from consumers.documents import Documents
 from consumers.hearback import HearBack
+from consumers.identity import KeyRing
 from consumers.metrics import Metrics
 from consumers.preferences import PreferenceLedger
 from consumers.unsubscribe import Unsubscribes
@@ -89,7 +90,7 @@ def text_query(query: Mapping[str, str]) -> dict[str, str]:
 
 
 def register_views(app: faust.App, metrics: Metrics, hearback: HearBack, public_url: str, *,
-                   ledger: PreferenceLedger | None = None, secret: bytes | None = None) -> None:
+                   ledger: PreferenceLedger | None = None, secret: bytes | KeyRing | None = None) -> None:
     """Provider webhooks; with a `ledger` and the link `secret`, also `/unsubscribe/{recipient_id}` (RFC 8058
     one-click unsubscribe). Metrics, health and readiness are on the admin port (consumers/admin.py)."""
     async def webhook(view: View, request: Request, channel: str, vendor: str) -> Response:

@@ -7,10 +7,10 @@ import math
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The SASL mechanisms aiokafka implements (aiokafka/conn.py). GSSAPI needs the `gssapi` package and a Kerberos
 # ticket; OAUTHBEARER needs a token provider object, which Herald does not configure, so it is refused.
@@ -131,7 +131,18 @@ class Settings(BaseSettings):
                                      "one is refused with 403, so a captured webhook cannot be replayed later.")
     secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
                               description="Signs links, hashes recipients.")
+    # `old1,old2` in the environment; without `NoDecode` pydantic-settings would JSON-decode it first.
+    secret_previous: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(), description="Older HERALD_SECRET values, comma-separated, newest first: they still verify links "
+        "and find address consent signed or keyed with them, but sign nothing new (rotation; see README).")
     log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @field_validator("secret_previous", mode="before")
+    @classmethod
+    def _previous_secrets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
 
     @field_validator("kafka_sasl_mechanism", mode="before")
     @classmethod
@@ -199,6 +210,9 @@ class Settings(BaseSettings):
             problems.append(f"HERALD_SECRET is required when HERALD_ENV=production; {GENERATE_SECRET}")
         elif problem := secret_problem(self.secret.get_secret_value()):
             problems.append(f"HERALD_SECRET {problem}; {GENERATE_SECRET}")
+        for n, old in enumerate(self.secret_previous, 1):  # an old secret still verifies links: same rule
+            if problem := secret_problem(old.get_secret_value()):
+                problems.append(f"HERALD_SECRET_PREVIOUS (secret {n}) {problem}; {GENERATE_SECRET}")
         if self.kafka_security_protocol == "SASL_PLAINTEXT" and self.kafka_sasl_mechanism == "PLAIN":
             problems.append("HERALD_KAFKA_SASL_MECHANISM=PLAIN over HERALD_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT "
                             "sends the Kafka password in clear; use SASL_SSL (or SCRAM-SHA-512)")
@@ -214,6 +228,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump(exclude_none=True).items():
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, tuple) and all(isinstance(v, SecretStr) for v in value):
+                value = ",".join(v.get_secret_value() for v in value)  # HERALD_SECRET_PREVIOUS
             env[f"HERALD_{name.upper()}"] = str(value)
         return env
 

@@ -1,6 +1,7 @@
 """A business customer's webhook endpoint: the receiving side of Herald's webhook channel.
 
-It checks the Standard Webhooks signature (https://www.standardwebhooks.com) with Herald's signing secret,
+It checks the Standard Webhooks signature (https://www.standardwebhooks.com) with Herald's signing secrets (the
+default ring and every tenant's: one endpoint plays every customer; any one signature that verifies will do),
 keeps what it got (in the recorded requests, vendor "customer") and answers 204, or what behaviour says.
 """
 
@@ -31,12 +32,14 @@ class CustomerSim:
     def __init__(self, sim: Sim) -> None:
         self.sim = sim
         self.settings = WebhookSettings()
+        self.secrets = tuple(dict.fromkeys([*self.settings.default_ring(), *(
+            s.get_secret_value() for ring in self.settings.tenant_secrets.values() for s in ring)]))
 
     async def receive(self, request: web.Request) -> web.Response:
         body = await request.read()
-        secret = self.settings.signing_secret.get_secret_value()
         headers = lower_keys(request.headers)
-        if not verify_standard_webhook(secret, headers, body, now=int(self.sim.clock())):
+        if not any(verify_standard_webhook(secret, headers, body, now=int(self.sim.clock()))
+                   for secret in self.secrets):
             return web.json_response({"error": "invalid signature"}, status=401)
         if not isinstance(request[PAYLOAD], dict | list):
             return web.json_response({"error": "body is not JSON"}, status=400)
