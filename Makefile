@@ -40,6 +40,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	HERALD_CRASH_EVENTS=20000 $(BIN)/python -m pytest -q -s tests/integration/test_crash.py
 	HERALD_TEST_BACKLOG=20000 $(BIN)/python -m pytest -q -s tests/integration/test_priority.py
+	$(BIN)/python -m pytest -q -m slow tests/integration/test_lifecycle.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -187,7 +187,9 @@ def stop_dev(tmp_path: Path, signum: signal.Signals, *, command: str = "dev", re
         kill_all(dev.leftovers())
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+# SIGINT and SIGHUP take the same handler as SIGTERM: they run in `make test-slow`, keeping `make test` short.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+                                    pytest.param(signal.SIGHUP, marks=pytest.mark.slow)], ids=lambda s: s.name)
 def test_lifecycle__herald_dev_stops_everything_on_a_signal_and_exits_0(tmp_path: Path,
                                                                         signum: signal.Signals) -> None:
     code, dev = stop_dev(tmp_path, signum)
