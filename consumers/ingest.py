@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from consumers.deadletter import DeadLetters
+from consumers.deadletter import DeadLetters, scrub
 from consumers.identity import message_id, record_message_id
 from consumers.kvstore import KeyValueStore, MemoryStore
 from consumers.metrics import Metrics
@@ -91,7 +91,7 @@ class IngestStage:
             mid = (message_id(event.tenant, event.dedupe_key, "event") if event
                    else record_message_id(record.topic, record.partition, record.offset))
             await self.statuses.for_event(mid, Status.REJECTED, event=event, error=result.rejection.reason,
-                                          detail=result.rejection.detail, known=known)
+                                          detail=scrub(result.rejection.detail), known=known)
             await self.dead_letters.send(record, reason=result.rejection.reason, detail=result.rejection.detail,
                                          stage="router", message_id=mid, event=event, known=known)
             return

@@ -7,6 +7,7 @@ what it decides. The router forwards; it never sends, and knows no provider.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from schemas.events import CloudEvent, Recipient
 from schemas.preferences import Preferences
 
 log = logging.getLogger(__name__)
+
+
+TYPE_NAME = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9_-]+){0,5}", re.IGNORECASE)
 
 
 def utcnow() -> datetime:
@@ -161,7 +165,10 @@ class Router:
                     "invalid_time", f"{name} is more than {self.max_ahead.days} days ahead"))
         entry = self.catalog.get(event.type)
         if entry is None:
-            return RouteResult(event=event, rejection=Rejection("unknown_type", f"unknown event type {event.type}"))
+            # The type is named only when it looks like one: a detail is published, and must not echo what a
+            # producer put in the wrong field.
+            named = event.type if len(event.type) <= 64 and TYPE_NAME.fullmatch(event.type) else "(not a type name)"
+            return RouteResult(event=event, rejection=Rejection("unknown_type", f"unknown event type {named}"))
         if missing := [f for f in entry.required if f not in event.data.payload]:
             return RouteResult(event=event, entry=entry, rejection=Rejection(
                 "missing_payload_field", f"payload lacks {', '.join(missing)}"))

@@ -167,3 +167,22 @@ async def test_ingest__a_dispatch_just_under_the_record_limit_goes_out() -> None
     assert [s.status for s in publisher.statuses()] == [Status.ACCEPTED]
     [dispatch] = publisher.on("dispatch.email")
     assert record_size(dispatch.key, dispatch.value) <= RECORD_LIMIT
+
+
+@pytest.mark.parametrize("event_type", ["ana@example.com", "call +34 600 111 222", "x" * 100, "x" * 300])
+async def test_ingest__a_rejection_detail_never_echoes_an_address_or_a_number(event_type: str) -> None:
+    """Issue 11: `rejected` details could echo payload values (here: what a producer put in `type`)."""
+    from consumers.app import BUNDLED_CATALOG
+
+    publisher = RecordingPublisher()
+    router = Router(Catalog.load(BUNDLED_CATALOG), ["email"])
+    statuses = StatusEmitter(publisher, Metrics(), b"s", lambda: datetime.now(UTC))
+    scheduler = Scheduler(MemoryStore(), publisher, statuses, clock=lambda: datetime.now(UTC))
+    ingest = IngestStage(router, publisher, statuses, DeadLetters(publisher, Metrics(), statuses), Metrics(),
+                         scheduler)
+    event = make_event(event_type, {"id": "u", "email": "u@example.org"}, {})
+    await ingest.handle(Record(topic="t.events", partition=0, offset=1, key=b"u", value=orjson.dumps(event)))
+    [rejected] = [s for s in publisher.statuses() if s.status is Status.REJECTED]
+    assert rejected.error in {"unknown_type", "invalid_envelope"}  # a 300-character type fails the envelope
+    assert "example.com" not in (rejected.detail or "") and "600" not in (rejected.detail or "")
+    assert "x" * 100 not in (rejected.detail or "")
