@@ -18,10 +18,10 @@ import httpx
 
 from channels.base import OutboundMessage
 from channels.registry import provider_class
-from channels.render import Renderer
+from channels.rendering.render import Renderer
 from consumers.app import load_catalog
-from consumers.broker import free_port
-from consumers.devstack import start_herald, stop_process, wait_http
+from consumers.dev.broker import free_port
+from consumers.dev.devstack import start_herald, stop_process, wait_http
 from schemas.settings import Settings
 
 # provider key -> (event type rendered, recipient address); webhook's address is filled in with the sim URL.

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.broker import EmbeddedBroker, free_port
-from consumers.devstack import start_worker, stop_process, wait_http
-from consumers.mailsink import MailSink, start_mail_sink
-from consumers.samples import always_open_catalog
+from consumers.dev.broker import EmbeddedBroker, free_port
+from consumers.dev.devstack import start_worker, stop_process, wait_http
+from consumers.dev.mailsink import MailSink, start_mail_sink
+from consumers.dev.samples import always_open_catalog
 from consumers.topics import ensure_topics
 from schemas.settings import Settings
 

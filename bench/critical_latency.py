@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import bench_stack
-from consumers.publish import make_event
+from consumers.cli.publish import make_event
 from consumers.topics import kafka_client_kwargs
 
 GOAL_P99 = 1.0

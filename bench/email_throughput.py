@@ -13,7 +13,7 @@ import orjson
 
 from bench.common import bench_stack, kafka_round_trip
 from consumers.app import BUNDLED_CATALOG
-from consumers.publish import EventProducer, make_event
+from consumers.cli.publish import EventProducer, make_event
 from schemas.catalog import Catalog
 
 LOCALES = ("es-ES", "de-DE", "en-GB")

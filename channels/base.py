@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from channels.render import Rendered
+from channels.rendering.render import Rendered
 from channels.webhooks import WebhookRequest, WebhookResult
 
 

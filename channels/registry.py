@@ -11,14 +11,14 @@ from importlib.metadata import entry_points
 from typing import Any
 
 PROVIDERS: dict[str, str] = {
-    "email.smtp": "channels.email:SmtpEmailProvider",
-    "email.sendgrid": "channels.sendgrid:SendgridEmailProvider",
-    "sms.twilio": "channels.sms:TwilioSmsProvider",
-    "sms.vonage": "channels.sms:VonageSmsProvider",
-    "whatsapp.meta": "channels.whatsapp:MetaWhatsappProvider",
-    "voice.twilio": "channels.voice:TwilioVoiceProvider",
-    "push.fcm": "channels.push:FcmPushProvider",
-    "webhook.standard": "channels.webhook:StandardWebhookProvider",
+    "email.smtp": "channels.providers.email:SmtpEmailProvider",
+    "email.sendgrid": "channels.providers.sendgrid:SendgridEmailProvider",
+    "sms.twilio": "channels.providers.sms:TwilioSmsProvider",
+    "sms.vonage": "channels.providers.sms:VonageSmsProvider",
+    "whatsapp.meta": "channels.providers.whatsapp:MetaWhatsappProvider",
+    "voice.twilio": "channels.providers.voice:TwilioVoiceProvider",
+    "push.fcm": "channels.providers.push:FcmPushProvider",
+    "webhook.standard": "channels.providers.webhook:StandardWebhookProvider",
 }
 
 ENTRY_POINT_GROUP = "herald.providers"

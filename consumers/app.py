@@ -17,27 +17,31 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TopicT
 
 from channels.base import Sender, WebhookReceiver
-from channels.breaker import BreakerSender, CircuitBreaker
-from channels.chain import ProviderChain
-from channels.priority import priority_gated
-from channels.ratelimit import effective_limits, rate_limited, sender_number_key, sms_segment_cost
 from channels.registry import parse_provider_spec, provider_class
-from channels.render import BUNDLED_TEMPLATES, Renderer
-from consumers import hooks
-from consumers.admin import serve_admin
-from consumers.agents import batched_agent, guarded_agent
-from consumers.critical import CriticalLane, Route
-from consumers.deadletter import DeadLetters
-from consumers.delivery import DeliveryStage
-from consumers.documents import Documents
-from consumers.hearback import HearBack
-from consumers.identity import KeyRing
-from consumers.ingest import IngestStage
-from consumers.metrics import CIRCUIT_VALUES, Metrics
-from consumers.preferences import AddressConsents, PreferenceLedger
-from consumers.records import PENDING_ACKS, Publisher, Record
-from consumers.replies import Conversations
-from consumers.retention import (
+from channels.rendering.render import BUNDLED_TEMPLATES, Renderer
+from channels.resilience.breaker import BreakerSender, CircuitBreaker
+from channels.resilience.chain import ProviderChain
+from channels.resilience.priority import priority_gated
+from channels.resilience.ratelimit import effective_limits, rate_limited, sender_number_key, sms_segment_cost
+from consumers.inbound.admin import serve_admin
+from consumers.inbound.hearback import HearBack
+from consumers.inbound.replies import Conversations
+from consumers.inbound.web import harden_public_server, register_document_view, register_views
+from consumers.observe.metrics import CIRCUIT_VALUES, Metrics
+from consumers.pipeline import hooks
+from consumers.pipeline.agents import batched_agent, guarded_agent
+from consumers.pipeline.critical import CriticalLane, Route
+from consumers.pipeline.deadletter import DeadLetters
+from consumers.pipeline.delivery import DeliveryStage
+from consumers.pipeline.identity import KeyRing
+from consumers.pipeline.ingest import IngestStage
+from consumers.pipeline.records import PENDING_ACKS, Publisher, Record
+from consumers.pipeline.router import Router, utcnow
+from consumers.pipeline.scheduler import Scheduler
+from consumers.pipeline.status import StatusEmitter
+from consumers.state.documents import Documents
+from consumers.state.preferences import AddressConsents, PreferenceLedger
+from consumers.state.retention import (
     Janitor,
     Rule,
     caps_expiry,
@@ -46,13 +50,9 @@ from consumers.retention import (
     questions_expiry,
     sends_expiry,
 )
-from consumers.router import Router, utcnow
-from consumers.scheduler import Scheduler
-from consumers.sends import SendLedger
-from consumers.state import State
-from consumers.status import StatusEmitter
+from consumers.state.sends import SendLedger
+from consumers.state.stores import State
 from consumers.topics import topic_specs
-from consumers.web import harden_public_server, register_document_view, register_views
 from schemas.catalog import Catalog
 from schemas.settings import Settings
 
@@ -190,7 +190,7 @@ def owner_check(app: faust.App, settings: Settings) -> Callable[[str], bool]:
 
 
 def retention_rules(state: State, settings: Settings, catalog: Catalog, conversations: Conversations) -> list[Rule]:
-    """What the janitor sweeps and when each entry expires (consumers/retention.py)."""
+    """What the janitor sweeps and when each entry expires (consumers/state/retention.py)."""
     return [Rule("state.dedupe", state.dedupe, dedupe_expiry(settings.dedupe_window)),
             Rule("state.caps", state.caps, caps_expiry(catalog)),
             Rule("state.sends", state.sends, sends_expiry(settings.receipt_grace)),
@@ -252,8 +252,8 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
         await state.ready()
         await handler(record)
 
-    # The normal lane runs as Faust agents; the critical lane has a consumer of its own (consumers/critical.py),
-    # so a backlog of normal events never sits in front of a code or a password reset.
+    # The normal lane runs as Faust agents; the critical lane has a consumer of its own
+    # (consumers/pipeline/critical.py), so a backlog of normal events never sits in front of a code or a password reset.
     app.agent(topics["events"], name="route_events")(
         batched_agent(partial(ready_then, ingest.handle), dead_letters, "route_events"))
     routes = {settings.topic("events.critical"): Route(ingest.handle, concurrently=False,

@@ -30,7 +30,7 @@ def topic_specs() -> list[TopicSpec]:
     """Short names of every topic (prefix added by `Settings.topic`)."""
     specs = [TopicSpec("events"), TopicSpec("events.critical"), TopicSpec("status"), TopicSpec("replies"),
              TopicSpec("preferences", compacted=True), TopicSpec("deadletter")]
-    # Herald's own durable state (consumers/kvstore.py): compacted, replicated into every worker.
+    # Herald's own durable state (consumers/state/kvstore.py): compacted, replicated into every worker.
     specs += [TopicSpec(name, compacted=True) for name in STATE_TOPICS]
     specs += [TopicSpec(f"dispatch.{channel.value}{lane}") for channel in Channel for lane in LANES]
     return specs

@@ -9,7 +9,7 @@ import faust
 
 from channels.production import production_problems
 from consumers.app import create_app
-from consumers.logs import logging_config
+from consumers.observe.logs import logging_config
 from consumers.topics import ensure_topics, kafka_client_kwargs
 from schemas.settings import Settings
 

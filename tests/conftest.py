@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers.broker import free_port
-from consumers.samples import always_open_catalog
+from consumers.dev.broker import free_port
+from consumers.dev.samples import always_open_catalog
 from schemas.settings import Settings
 
 

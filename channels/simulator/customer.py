@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from channels.providers.webhook import WebhookSettings
 from channels.signatures import verify_standard_webhook
 from channels.simulator.behaviour import PAYLOAD, FaultDecision
-from channels.webhook import WebhookSettings
 from channels.webhooks import lower_keys
 
 if TYPE_CHECKING:

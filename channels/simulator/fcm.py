@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from channels.push import FcmSettings
+from channels.providers.push import FcmSettings
 from channels.simulator.behaviour import PAYLOAD, FaultDecision
 
 if TYPE_CHECKING:

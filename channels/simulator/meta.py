@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import phonenumbers
 from aiohttp import web
 
+from channels.providers.whatsapp import MetaSettings
 from channels.signatures import meta_signature
 from channels.simulator.behaviour import PAYLOAD, FaultDecision
-from channels.whatsapp import MetaSettings
 
 if TYPE_CHECKING:
     from channels.simulator.app import Payload, Sim

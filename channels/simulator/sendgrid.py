@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from channels.sendgrid import DEV_WEBHOOK_PRIVATE_KEY, SIGNATURE_HEADER, TIMESTAMP_HEADER, SendgridSettings
-from channels.sendgrid import sendgrid_signature as sign
+from channels.providers.sendgrid import DEV_WEBHOOK_PRIVATE_KEY, SIGNATURE_HEADER, TIMESTAMP_HEADER, SendgridSettings
+from channels.providers.sendgrid import sendgrid_signature as sign
 from channels.simulator.behaviour import PAYLOAD, FaultDecision
 
 if TYPE_CHECKING:

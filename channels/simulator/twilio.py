@@ -18,10 +18,10 @@ import phonenumbers
 from aiohttp import BasicAuth, web
 from multidict import MultiDict, MultiDictProxy
 
+from channels.providers.sms import TwilioSettings
 from channels.segments import sms_segments
 from channels.signatures import twilio_signature
 from channels.simulator.behaviour import PAYLOAD, FaultDecision
-from channels.sms import TwilioSettings
 
 if TYPE_CHECKING:
     from channels.simulator.app import Payload, Sim

@@ -18,9 +18,9 @@ import phonenumbers
 from aiohttp import BasicAuth, web
 from multidict import MultiDict, MultiDictProxy
 
+from channels.providers.sms import VonageSettings, vonage_signature
 from channels.segments import sms_segments
 from channels.simulator.behaviour import PAYLOAD, FaultDecision
-from channels.sms import VonageSettings, vonage_signature
 
 if TYPE_CHECKING:
     from channels.simulator.app import Payload, Sim

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from consumers.app import create_app
-from consumers.publish import make_event
-from consumers.state import State
+from consumers.cli.publish import make_event
+from consumers.state.stores import State
 from schemas.preferences import Preferences
 from schemas.settings import Settings
 from schemas.status import Status

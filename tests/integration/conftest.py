@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from channels.simulator.app import SimServer
-from consumers.broker import EmbeddedBroker, free_port
-from consumers.mailsink import start_mail_sink
+from consumers.dev.broker import EmbeddedBroker, free_port
+from consumers.dev.mailsink import start_mail_sink
 from tests.conftest import unique_settings
 from tests.integration.harness import Stack
 

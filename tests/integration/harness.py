@@ -12,9 +12,9 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from consumers.devstack import start_worker, stop_process, wait_http
-from consumers.mailsink import MailSink
-from consumers.publish import EventProducer, parse_status, read_topic
+from consumers.cli.publish import EventProducer, parse_status, read_topic
+from consumers.dev.devstack import start_worker, stop_process, wait_http
+from consumers.dev.mailsink import MailSink
 from consumers.topics import ensure_topics
 from schemas.settings import Settings
 from schemas.status import DeliveryStatus

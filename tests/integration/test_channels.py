@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from channels.simulator.app import SimServer
-from consumers.hearback import REPLY_TYPE
-from consumers.publish import make_event
-from consumers.samples import ANA, EMMA, JONAS
+from consumers.cli.publish import make_event
+from consumers.dev.samples import ANA, EMMA, JONAS
+from consumers.inbound.hearback import REPLY_TYPE
 from schemas.catalog import Catalog
 from schemas.status import Status
 from tests.integration.harness import Stack

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.broker import free_port, port_open
+from consumers.dev.broker import free_port, port_open
 from consumers.topics import topic_specs
 from schemas.settings import Settings
 from schemas.status import Status

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from channels.providers.sms import TwilioSettings
 from channels.signatures import twilio_signature
 from channels.simulator.app import SimServer
-from channels.sms import TwilioSettings
-from consumers.publish import make_event
+from consumers.cli.publish import make_event
 from schemas.status import Status
 from tests.integration.harness import Stack
 from tests.integration.test_channels import CATALOG, SIM_ENV, sim_requests

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from consumers.publish import make_event, parse_status, read_topic
+from consumers.cli.publish import make_event, parse_status, read_topic
 from consumers.topics import kafka_client_kwargs
 from schemas.status import Status
 from tests.integration.harness import Stack

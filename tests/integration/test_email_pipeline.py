@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from consumers.publish import make_event
+from consumers.cli.publish import make_event
 from schemas.catalog import Catalog
 from schemas.status import Status
 from tests.integration.harness import Stack, last_by_message

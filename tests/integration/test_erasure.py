@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.publish import make_event
+from consumers.cli.publish import make_event
 from schemas.settings import Settings
 from schemas.status import Status
 from tests.integration.harness import Stack

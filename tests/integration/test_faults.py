@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from channels.simulator.app import SimServer
-from consumers.publish import make_event
+from consumers.cli.publish import make_event
 from schemas.status import Status
 from tests.integration.harness import Stack
 from tests.integration.test_channels import CATALOG, SIM_ENV, configure, sim_requests

@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from consumers.broker import broker_binary, free_port, port_open
-from consumers.mailsink import start_mail_sink
-from consumers.processes import start_child, stop_process
-from consumers.publish import make_event
+from consumers.cli.publish import make_event
+from consumers.dev.broker import broker_binary, free_port, port_open
+from consumers.dev.mailsink import start_mail_sink
+from consumers.dev.processes import start_child, stop_process
 from consumers.topics import ensure_topics, kafka_client_kwargs
 from schemas.catalog import Catalog
 from schemas.settings import Settings

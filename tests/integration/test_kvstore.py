@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from consumers.kvstore import TopicStore
+from consumers.state.kvstore import TopicStore
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ async def test_kvstore__writes_survive_a_sigkilled_writer(stack) -> None:  # typ
     settings: Settings = stack.settings
     script = textwrap.dedent("""
         import asyncio, os, sys
-        from consumers.kvstore import TopicStore
+        from consumers.state.kvstore import TopicStore
         from schemas.settings import Settings
         async def main():
             store = TopicStore(Settings(), "state.sends")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers.broker import broker_binary, free_port, port_open
-from consumers.processes import Stopped, die_with_parent, start_child, stop_on_signals, stop_process
+from consumers.dev.broker import broker_binary, free_port, port_open
+from consumers.dev.processes import Stopped, die_with_parent, start_child, stop_on_signals, stop_process
 from tests.integration.harness import wait_until
 
 pytestmark = pytest.mark.integration
@@ -236,7 +236,7 @@ def test_lifecycle__child_dies_with_its_killed_parent() -> None:
     # A middle process starts a sleeper through start_child, then is SIGKILLed: the sleeper gets SIGTERM.
     middle = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
-         "from consumers.processes import start_child\n"
+         "from consumers.dev.processes import start_child\n"
          "child = start_child([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
          "print(child.pid, flush=True)\n"
          "time.sleep(120)\n"],

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from consumers.publish import make_event
+from consumers.cli.publish import make_event
 from consumers.topics import kafka_client_kwargs
 from schemas.status import FINAL_STATUSES, Status
 from tests.integration.harness import Stack

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from channels.simulator.app import SimServer
-from consumers.publish import make_event
+from consumers.cli.publish import make_event
 from schemas.catalog import Catalog
 from schemas.status import FINAL_STATUSES, Status
 from tests.integration.harness import Stack

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from consumers.publish import make_event
+from consumers.cli.publish import make_event
 from schemas.status import Status
 from tests.integration.harness import Stack
 

@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from channels.sendgrid import DEV_WEBHOOK_PRIVATE_KEY, sendgrid_signature
+from channels.providers.sendgrid import DEV_WEBHOOK_PRIVATE_KEY, sendgrid_signature
+from channels.providers.sms import TwilioSettings
+from channels.providers.whatsapp import MetaSettings
 from channels.signatures import meta_signature, twilio_signature
 from channels.simulator.app import SimServer
-from channels.sms import TwilioSettings
-from channels.whatsapp import MetaSettings
 from schemas.status import Status
 from tests.integration.harness import Stack
 
@@ -76,7 +76,7 @@ async def raw_status(url: str, head: bytes) -> int:
 
 
 async def statuses_of(stack: Stack, prefix: str) -> list[Any]:
-    from consumers.publish import parse_status
+    from consumers.cli.publish import parse_status
 
     return [s for s in (parse_status(r) for r in await stack.read("status")) if s.message_id.startswith(prefix)]
 

@@ -11,28 +11,28 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import orjson
 import pytest
 
-from channels.render import Renderer
+from channels.providers.sms import TwilioSettings, TwilioSmsProvider
+from channels.rendering.render import Renderer
 from channels.signatures import twilio_signature
-from channels.sms import TwilioSettings, TwilioSmsProvider
 from channels.webhooks import InboundMessage, WebhookRequest, WebhookResult
-from consumers import hooks
 from consumers.app import BUNDLED_CATALOG
-from consumers.deadletter import DeadLetters
-from consumers.delivery import DeliveryStage
-from consumers.hearback import HearBack
-from consumers.kvstore import MemoryStore
-from consumers.metrics import Metrics
-from consumers.preferences import (
+from consumers.cli.publish import make_event
+from consumers.inbound.hearback import HearBack
+from consumers.inbound.unsubscribe import Unsubscribes, unsubscribe_link
+from consumers.observe.metrics import Metrics
+from consumers.pipeline import hooks
+from consumers.pipeline.deadletter import DeadLetters
+from consumers.pipeline.delivery import DeliveryStage
+from consumers.pipeline.records import Record
+from consumers.pipeline.router import Router
+from consumers.state.kvstore import MemoryStore
+from consumers.state.preferences import (
     AddressConsents,
     PreferenceLedger,
     address_key,
     edit,
     normalise_address,
 )
-from consumers.publish import make_event
-from consumers.records import Record
-from consumers.router import Router
-from consumers.unsubscribe import Unsubscribes, unsubscribe_link
 from schemas.catalog import Catalog, Channel
 from schemas.dispatch import Dispatch
 from schemas.events import Recipient
@@ -63,7 +63,7 @@ class Herald:
                                        addresses=AddressConsents(self.consent_store, SECRET, clock=self.clock))
         self.check = hooks.consent_check(self.ledger, SECRET)
         self.publisher, self.metrics = RecordingPublisher(), Metrics()
-        from consumers.status import StatusEmitter
+        from consumers.pipeline.status import StatusEmitter
 
         self.statuses = StatusEmitter(self.publisher, self.metrics, SECRET, self.clock)
         provider = TwilioSmsProvider(TwilioSettings(), Settings(public_url=PUBLIC, secret="x" * 16))

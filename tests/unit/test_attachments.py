@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from channels import pdf as pdf_module
-from channels.attachments import (
+from channels.base import Attachment, OutboundMessage
+from channels.errors import Rejected, RenderError
+from channels.providers.email import build_email
+from channels.rendering import pdf as pdf_module
+from channels.rendering.attachments import (
     MAX_FILE_BYTES,
     MAX_FILES,
     MAX_TOTAL_BYTES,
@@ -23,11 +26,8 @@ from channels.attachments import (
     inline_attachments,
     safe_filename,
 )
-from channels.base import Attachment, OutboundMessage
-from channels.email import build_email
-from channels.errors import Rejected, RenderError
-from channels.pdf import find_unicode_font, html_to_pdf
-from channels.render import Rendered, Renderer
+from channels.rendering.pdf import find_unicode_font, html_to_pdf
+from channels.rendering.render import Rendered, Renderer
 
 pytestmark = pytest.mark.unit
 

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from channels.base import OutboundMessage, Sender, SendResult
-from channels.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSender, CircuitBreaker
 from channels.errors import InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.render import Rendered
+from channels.rendering.render import Rendered
+from channels.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSender, CircuitBreaker
 from tests.fakes import ScriptedSender
 
 pytestmark = pytest.mark.unit

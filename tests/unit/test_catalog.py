@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from channels.render import BUNDLED_TEMPLATES
+from channels.rendering.render import BUNDLED_TEMPLATES
 from schemas.catalog import Catalog, CatalogError, Category, Channel, Priority, QuietHours, parse_duration
 
 pytestmark = pytest.mark.unit

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from channels.base import OutboundMessage, SendResult
-from channels.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSender, CircuitBreaker
-from channels.chain import ProviderChain, unwrap
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.ratelimit import RateLimitedSender, TokenBucket
-from channels.render import Rendered
-from channels.sms import TwilioSmsProvider, VonageSmsProvider
+from channels.providers.sms import TwilioSmsProvider, VonageSmsProvider
+from channels.rendering.render import Rendered
+from channels.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSender, CircuitBreaker
+from channels.resilience.chain import ProviderChain, unwrap
+from channels.resilience.ratelimit import RateLimitedSender, TokenBucket
 from consumers.app import webhook_receivers
 from schemas.settings import Settings
 from tests.fakes import ScriptedSender

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from consumers.critical import CriticalLane, Route
-from consumers.deadletter import DeadLetters
-from consumers.metrics import Metrics
-from consumers.records import Record
+from consumers.observe.metrics import Metrics
+from consumers.pipeline.critical import CriticalLane, Route
+from consumers.pipeline.deadletter import DeadLetters
+from consumers.pipeline.records import Record
 from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.unit

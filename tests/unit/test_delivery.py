@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from channels.errors import InvalidRecipient, ProviderUnavailable, RateLimited
-from channels.render import Renderer
-from consumers.deadletter import DeadLetters
-from consumers.delivery import DeliveryStage
-from consumers.metrics import Metrics
-from consumers.records import Record
-from consumers.status import StatusEmitter
+from channels.rendering.render import Renderer
+from consumers.observe.metrics import Metrics
+from consumers.pipeline.deadletter import DeadLetters
+from consumers.pipeline.delivery import DeliveryStage
+from consumers.pipeline.records import Record
+from consumers.pipeline.status import StatusEmitter
 from schemas.dispatch import Dispatch
 from schemas.events import Recipient
 from schemas.status import Status
@@ -147,8 +147,8 @@ async def test_deliver__invalid_inline_attachment_fails_without_sending() -> Non
 
 
 def stage_with_state(sender: ScriptedSender, **kwargs: object) -> tuple[DeliveryStage, RecordingPublisher, list]:
-    from consumers.kvstore import MemoryStore
-    from consumers.sends import SendLedger
+    from consumers.state.kvstore import MemoryStore
+    from consumers.state.sends import SendLedger
 
     publisher, metrics = RecordingPublisher(), Metrics()
     statuses = StatusEmitter(publisher, metrics, b"secret", lambda: NOW)

@@ -1,6 +1,6 @@
 """The deployment assets stay true to the code: metric names and labels, settings names, probes, runbooks.
 
-Docker and a cluster are not needed: every file is parsed and cross-checked against `consumers.metrics.Metrics`
+Docker and a cluster are not needed: every file is parsed and cross-checked against `consumers.observe.metrics.Metrics`
 and `schemas.settings.Settings`.
 """
 
@@ -19,7 +19,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from pydantic import ValidationError
 
 from channels.production import production_problems
-from consumers.metrics import Metrics
+from consumers.observe.metrics import Metrics
 from schemas.settings import Settings, configuration_errors
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumers.devstack import demo_settled
+from consumers.dev.devstack import demo_settled
 from schemas.status import DeliveryStatus, Status
 
 pytestmark = pytest.mark.unit

@@ -10,11 +10,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from consumers import cli, dlq
-from consumers.deadletter import DeadLetters
-from consumers.dlq import DeadLetter, dead_letter_from, dead_letter_table, plan_replay
-from consumers.metrics import Metrics
-from consumers.records import Record
+from consumers.cli import commands as cli
+from consumers.cli import dlq
+from consumers.cli.dlq import DeadLetter, dead_letter_from, dead_letter_table, plan_replay
+from consumers.observe.metrics import Metrics
+from consumers.pipeline.deadletter import DeadLetters
+from consumers.pipeline.records import Record
 from tests.fakes import RecordingPublisher
 
 pytestmark = pytest.mark.unit

@@ -7,9 +7,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from channels.render import Renderer
-from consumers.documents import Documents
-from consumers.kvstore import MemoryStore
+from channels.rendering.render import Renderer
+from consumers.state.documents import Documents
+from consumers.state.kvstore import MemoryStore
 from schemas.dispatch import Dispatch
 from schemas.events import Recipient
 

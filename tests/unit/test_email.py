@@ -11,12 +11,12 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from channels.base import OutboundMessage
-from channels.email import SmtpEmailProvider, SmtpSettings, clean_header
-from channels.email import build_email as build_mime
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, Rejected
-from channels.render import Rendered
-from consumers.broker import free_port
-from consumers.mailsink import MailSink, start_mail_sink
+from channels.providers.email import SmtpEmailProvider, SmtpSettings, clean_header
+from channels.providers.email import build_email as build_mime
+from channels.rendering.render import Rendered
+from consumers.dev.broker import free_port
+from consumers.dev.mailsink import MailSink, start_mail_sink
 
 pytestmark = pytest.mark.unit
 

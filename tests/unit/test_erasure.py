@@ -6,15 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.erasure import forget
-from consumers.kvstore import MemoryStore
-from consumers.metrics import Metrics
-from consumers.policy import cap_key
-from consumers.replies import Conversations, Question
-from consumers.scheduler import Scheduler
-from consumers.sends import SendLedger
-from consumers.state import State
-from consumers.status import StatusEmitter
+from consumers.inbound.replies import Conversations, Question
+from consumers.observe.metrics import Metrics
+from consumers.pipeline.policy import cap_key
+from consumers.pipeline.scheduler import Scheduler
+from consumers.pipeline.status import StatusEmitter
+from consumers.state.erasure import forget
+from consumers.state.kvstore import MemoryStore
+from consumers.state.sends import SendLedger
+from consumers.state.stores import State
 from schemas.catalog import Category
 from schemas.dispatch import Dispatch
 from schemas.events import Recipient
@@ -104,7 +104,7 @@ async def test_erasure__nobody_known_deletes_nothing() -> None:
 
 
 async def test_erasure__address_opt_outs_stay_without_the_person_in_them() -> None:
-    from consumers.preferences import PROMOTIONAL_PREFIX, AddressConsent, AddressConsents
+    from consumers.state.preferences import PROMOTIONAL_PREFIX, AddressConsent, AddressConsents
 
     store = MemoryStore()
     consents = AddressConsents(store, SECRET, clock=lambda: NOW)

@@ -9,15 +9,15 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
+from channels.providers.sms import TwilioSettings, TwilioSmsProvider
 from channels.signatures import twilio_signature
-from channels.sms import TwilioSettings, TwilioSmsProvider
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResult
-from consumers.hearback import REPLY_TYPE, HearBack
-from consumers.identity import recipient_hash
-from consumers.kvstore import MemoryStore
-from consumers.metrics import Metrics
-from consumers.preferences import PreferenceLedger, consent
-from consumers.status import StatusEmitter
+from consumers.inbound.hearback import REPLY_TYPE, HearBack
+from consumers.observe.metrics import Metrics
+from consumers.pipeline.identity import recipient_hash
+from consumers.pipeline.status import StatusEmitter
+from consumers.state.kvstore import MemoryStore
+from consumers.state.preferences import PreferenceLedger, consent
 from schemas.catalog import Channel
 from schemas.settings import Settings
 from schemas.status import Status
@@ -97,7 +97,7 @@ async def test_hearback__unknown_provider_is_404() -> None:
 
 def test_reply_event__is_a_valid_cloudevent_with_a_stable_id() -> None:
     from channels.webhooks import InboundMessage
-    from consumers.hearback import reply_event
+    from consumers.inbound.hearback import reply_event
 
     reply = InboundMessage(channel="voice", sender="+34600111222", digits="1", message_id="msg-1",
                            recipient_id="user-42", provider_message_id="CA1")

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import pytest
 from faust.types.tuples import TP, ConsumerMessage, Message
 
-from consumers.agents import batched_agent, guarded_agent, hold_back
-from consumers.deadletter import DeadLetters
-from consumers.metrics import Metrics
-from consumers.records import Record
+from consumers.observe.metrics import Metrics
+from consumers.pipeline.agents import batched_agent, guarded_agent, hold_back
+from consumers.pipeline.deadletter import DeadLetters
+from consumers.pipeline.records import Record
 from tests.fakes import RecordingPublisher
 
 pytestmark = pytest.mark.unit

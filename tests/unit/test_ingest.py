@@ -8,15 +8,15 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from consumers.deadletter import DeadLetters
-from consumers.ingest import IngestStage
-from consumers.kvstore import MemoryStore
-from consumers.metrics import Metrics
-from consumers.publish import make_event
-from consumers.records import AFTER_ACKS, Record
-from consumers.router import Router
-from consumers.scheduler import Scheduler
-from consumers.status import StatusEmitter
+from consumers.cli.publish import make_event
+from consumers.observe.metrics import Metrics
+from consumers.pipeline.deadletter import DeadLetters
+from consumers.pipeline.ingest import IngestStage
+from consumers.pipeline.records import AFTER_ACKS, Record
+from consumers.pipeline.router import Router
+from consumers.pipeline.scheduler import Scheduler
+from consumers.pipeline.status import StatusEmitter
+from consumers.state.kvstore import MemoryStore
 from schemas.catalog import Catalog
 from schemas.status import Status
 from tests.fakes import RecordingPublisher

@@ -11,17 +11,17 @@ from typing import Any
 import orjson
 import pytest
 
-from consumers.deadletter import DeadLetters
-from consumers.identity import message_id, record_message_id
-from consumers.ingest import IDENTIFY_FACTOR, IngestStage, identify
-from consumers.kvstore import MemoryStore
-from consumers.metrics import Metrics
-from consumers.publish import make_event
-from consumers.records import Record
-from consumers.router import Router, RouteResult
-from consumers.scheduler import Scheduler
-from consumers.sizes import record_size
-from consumers.status import StatusEmitter
+from consumers.cli.publish import make_event
+from consumers.observe.metrics import Metrics
+from consumers.pipeline.deadletter import DeadLetters
+from consumers.pipeline.identity import message_id, record_message_id
+from consumers.pipeline.ingest import IDENTIFY_FACTOR, IngestStage, identify
+from consumers.pipeline.records import Record
+from consumers.pipeline.router import Router, RouteResult
+from consumers.pipeline.scheduler import Scheduler
+from consumers.pipeline.sizes import record_size
+from consumers.pipeline.status import StatusEmitter
+from consumers.state.kvstore import MemoryStore
 from schemas.catalog import Catalog
 from schemas.status import Status
 from tests.fakes import RecordingPublisher

@@ -18,9 +18,9 @@ import pytest
 from pydantic import ValidationError
 
 from channels.base import OutboundMessage
-from channels.render import Rendered
+from channels.providers.webhook import StandardWebhookProvider, WebhookSettings
+from channels.rendering.render import Rendered
 from channels.signatures import link_signature, verify_standard_webhook
-from channels.webhook import StandardWebhookProvider, WebhookSettings
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -169,7 +169,7 @@ def test_webhook_keys__production_refuses_a_key_shared_by_two_tenants_or_the_dev
 
 
 def ring(current: bytes = NEW, *previous: bytes) -> Any:
-    from consumers.identity import KeyRing  # imported here: the webhook tests above run on code without it
+    from consumers.pipeline.identity import KeyRing  # imported here: the webhook tests above run on code without it
     return KeyRing(current, tuple(previous))
 
 
@@ -193,10 +193,10 @@ def test_secret_rotation__production_refuses_a_weak_previous_secret(monkeypatch:
 
 
 async def test_secret_rotation__an_unsubscribe_link_signed_with_the_previous_secret_still_works() -> None:
-    from consumers.kvstore import MemoryStore
-    from consumers.metrics import Metrics
-    from consumers.preferences import PreferenceLedger
-    from consumers.unsubscribe import Unsubscribes, unsubscribe_link
+    from consumers.inbound.unsubscribe import Unsubscribes, unsubscribe_link
+    from consumers.observe.metrics import Metrics
+    from consumers.state.kvstore import MemoryStore
+    from consumers.state.preferences import PreferenceLedger
 
     ledger = PreferenceLedger(MemoryStore(), clock=lambda: WHEN)
     unsubscribes = Unsubscribes(ledger, ring(NEW, OLD), Metrics())
@@ -211,9 +211,9 @@ async def test_secret_rotation__an_unsubscribe_link_signed_with_the_previous_sec
 
 
 def test_secret_rotation__a_document_link_signed_with_the_previous_secret_still_works() -> None:
-    from channels.render import Renderer
-    from consumers.documents import Documents
-    from consumers.kvstore import MemoryStore
+    from channels.rendering.render import Renderer
+    from consumers.state.documents import Documents
+    from consumers.state.kvstore import MemoryStore
 
     expires = str(int((WHEN + timedelta(days=1)).timestamp()))
     documents = Documents(MemoryStore(), Renderer(), ring(NEW, OLD), "https://h.example",
@@ -225,9 +225,9 @@ def test_secret_rotation__a_document_link_signed_with_the_previous_secret_still_
 
 
 async def test_secret_rotation__an_address_stop_recorded_under_the_old_secret_still_suppresses() -> None:
-    from consumers import hooks
-    from consumers.kvstore import MemoryStore
-    from consumers.preferences import AddressConsents, PreferenceLedger
+    from consumers.pipeline import hooks
+    from consumers.state.kvstore import MemoryStore
+    from consumers.state.preferences import AddressConsents, PreferenceLedger
 
     consent, preferences = MemoryStore(), MemoryStore()
     before = PreferenceLedger(preferences, clock=lambda: WHEN, addresses=AddressConsents(consent, OLD))
@@ -243,10 +243,10 @@ async def test_secret_rotation__an_address_stop_recorded_under_the_old_secret_st
 
 
 async def test_secret_rotation__a_suppression_hashed_with_the_old_secret_still_holds() -> None:
-    from consumers import hooks
-    from consumers.identity import recipient_hash
-    from consumers.kvstore import MemoryStore
-    from consumers.preferences import PreferenceLedger
+    from consumers.pipeline import hooks
+    from consumers.pipeline.identity import recipient_hash
+    from consumers.state.kvstore import MemoryStore
+    from consumers.state.preferences import PreferenceLedger
 
     ledger = PreferenceLedger(MemoryStore(), clock=lambda: WHEN)
     await ledger.suppress("u1", recipient_hash(OLD, "ana@example.com"), "bounced")
@@ -256,8 +256,8 @@ async def test_secret_rotation__a_suppression_hashed_with_the_old_secret_still_h
 
 
 async def test_secret_rotation__a_reply_finds_the_question_asked_before_the_rotation() -> None:
-    from consumers.kvstore import MemoryStore
-    from consumers.replies import Conversations, Question
+    from consumers.inbound.replies import Conversations, Question
+    from consumers.state.kvstore import MemoryStore
 
     store = MemoryStore()
     question = Question.model_validate({"message_id": "msg-1", "event_type": "appointment.reminder",
@@ -272,7 +272,7 @@ async def test_secret_rotation__a_reply_finds_the_question_asked_before_the_rota
 
 
 def test_secret_rotation__a_voice_menu_sealed_with_the_previous_secret_still_opens() -> None:
-    from channels.voice import TwilioVoiceProvider, TwilioVoiceSettings, voice_fernet
+    from channels.providers.voice import TwilioVoiceProvider, TwilioVoiceSettings, voice_fernet
 
     token = voice_fernet(OLD.decode()).encrypt_at_time(b"menu", int(time.time())).decode()
     rotated = TwilioVoiceProvider(TwilioVoiceSettings(), Settings(public_url="https://h.example", secret=NEW.decode(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.keywords import Keyword, classify
+from consumers.inbound.keywords import Keyword, classify
 
 pytestmark = pytest.mark.unit
 

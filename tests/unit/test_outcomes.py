@@ -13,18 +13,18 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from consumers import outcomes
-from consumers.deadletter import DeadLetters
-from consumers.identity import record_message_id
-from consumers.ingest import IngestStage
-from consumers.kvstore import MemoryStore
-from consumers.metrics import Metrics
-from consumers.outcomes import guarded, handle_batch, message_id_of
-from consumers.publish import make_event
-from consumers.records import PENDING_ACKS, Record, once_durable
-from consumers.router import Router
-from consumers.scheduler import Scheduler
-from consumers.status import StatusEmitter
+from consumers.cli.publish import make_event
+from consumers.observe.metrics import Metrics
+from consumers.pipeline import outcomes
+from consumers.pipeline.deadletter import DeadLetters
+from consumers.pipeline.identity import record_message_id
+from consumers.pipeline.ingest import IngestStage
+from consumers.pipeline.outcomes import guarded, handle_batch, message_id_of
+from consumers.pipeline.records import PENDING_ACKS, Record, once_durable
+from consumers.pipeline.router import Router
+from consumers.pipeline.scheduler import Scheduler
+from consumers.pipeline.status import StatusEmitter
+from consumers.state.kvstore import MemoryStore
 from schemas.catalog import Catalog
 from schemas.status import Status
 from tests.fakes import RecordingPublisher

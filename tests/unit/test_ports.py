@@ -12,11 +12,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from consumers.admin import AdminServer, admin_application
 from consumers.app import create_app, faust_config
-from consumers.broker import free_port, port_open
-from consumers.metrics import Metrics
-from consumers.web import harden_responses
+from consumers.dev.broker import free_port, port_open
+from consumers.inbound.admin import AdminServer, admin_application
+from consumers.inbound.web import harden_responses
+from consumers.observe.metrics import Metrics
 from schemas.settings import Settings
 from tests.conftest import unique_settings
 

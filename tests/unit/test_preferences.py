@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from consumers import cli
-from consumers.kvstore import MemoryStore
-from consumers.preferences import PreferenceLedger, consent, edit, whatsapp_session_open
+from consumers.cli import commands as cli
+from consumers.state.kvstore import MemoryStore
+from consumers.state.preferences import PreferenceLedger, consent, edit, whatsapp_session_open
 from schemas.catalog import Channel
 from schemas.preferences import Preferences
 

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from channels.base import OutboundMessage, SendResult
-from channels.priority import PriorityGate, PrioritySlots, priority_gated
-from channels.render import Rendered
+from channels.rendering.render import Rendered
+from channels.resilience.priority import PriorityGate, PrioritySlots, priority_gated
 
 pytestmark = pytest.mark.unit
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr, ValidationError
 
-from consumers.broker import free_port
+from consumers.dev.broker import free_port
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.unit

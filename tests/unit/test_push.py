@@ -14,8 +14,8 @@ import pytest
 
 from channels.base import OutboundMessage, Sender, WebhookReceiver
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.push import FcmPushProvider, FcmSettings
-from channels.render import Rendered
+from channels.providers.push import FcmPushProvider, FcmSettings
+from channels.rendering.render import Rendered
 from schemas.settings import Settings
 from tests.fakes import transport_errors
 

@@ -9,7 +9,10 @@ import pytest
 
 from channels.base import OutboundMessage, Sender, SendResult, WebhookReceiver
 from channels.errors import InvalidRecipient, RateLimited
-from channels.ratelimit import (
+from channels.providers.sms import TwilioSmsProvider
+from channels.registry import PROVIDERS
+from channels.rendering.render import Rendered
+from channels.resilience.ratelimit import (
     PER_SENDER,
     PUBLISHED_LIMITS,
     RateLimitedSender,
@@ -21,9 +24,6 @@ from channels.ratelimit import (
     sender_number_key,
     sms_segment_cost,
 )
-from channels.registry import PROVIDERS
-from channels.render import Rendered
-from channels.sms import TwilioSmsProvider
 from schemas.settings import Settings
 from tests.fakes import ScriptedSender
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from channels.errors import RenderError
-from channels.render import BUNDLED_TEMPLATES, Rendered, Renderer, locale_chain
+from channels.rendering.render import BUNDLED_TEMPLATES, Rendered, Renderer, locale_chain
 from schemas.catalog import Catalog
 
 pytestmark = pytest.mark.unit

@@ -11,10 +11,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from channels.render import BUNDLED_TEMPLATES, Rendered, Renderer
+from channels.rendering.render import BUNDLED_TEMPLATES, Rendered, Renderer
 from channels.segments import sms_segments
-from consumers.kvstore import MemoryStore
-from consumers.replies import (
+from consumers.inbound.replies import (
     Conversations,
     Interpretation,
     Question,
@@ -27,6 +26,7 @@ from consumers.replies import (
     reply_cloudevent,
     reply_recipient,
 )
+from consumers.state.kvstore import MemoryStore
 from schemas.catalog import Catalog, CatalogEntry
 from schemas.dispatch import Dispatch
 from schemas.events import CloudEvent, Recipient

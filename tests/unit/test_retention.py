@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.kvstore import MemoryStore
-from consumers.metrics import Metrics
-from consumers.policy import cap_key
-from consumers.replies import Conversations, Question
-from consumers.retention import (
+from consumers.inbound.replies import Conversations, Question
+from consumers.observe.metrics import Metrics
+from consumers.pipeline.policy import cap_key
+from consumers.state.kvstore import MemoryStore
+from consumers.state.retention import (
     Janitor,
     Rule,
     caps_expiry,
@@ -21,7 +21,7 @@ from consumers.retention import (
     questions_expiry,
     sends_expiry,
 )
-from consumers.sends import SendLedger
+from consumers.state.sends import SendLedger
 from schemas.catalog import Catalog, Category
 from schemas.dispatch import Dispatch
 from schemas.events import Recipient

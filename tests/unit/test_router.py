@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from consumers.app import BUNDLED_CATALOG
-from consumers.publish import make_event
-from consumers.router import Router, RouteResult
+from consumers.cli.publish import make_event
+from consumers.pipeline.router import Router, RouteResult
 from schemas.catalog import Catalog
 from schemas.preferences import Preferences
 

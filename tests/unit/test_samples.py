@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from consumers.app import BUNDLED_CATALOG
-from consumers.samples import SAMPLE_PEOPLE, SHOWCASE, sample_events, zone_at_local_hour
+from consumers.dev.samples import SAMPLE_PEOPLE, SHOWCASE, sample_events, zone_at_local_hour
 from schemas.catalog import Catalog
 
 pytestmark = pytest.mark.unit

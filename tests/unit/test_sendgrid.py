@@ -18,14 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from channels.base import Attachment, OutboundMessage, Sender, WebhookReceiver
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.render import Rendered
-from channels.sendgrid import (
+from channels.providers.sendgrid import (
     DEV_WEBHOOK_PRIVATE_KEY,
     DEV_WEBHOOK_PUBLIC_KEY,
     SendgridEmailProvider,
     SendgridSettings,
     sendgrid_signature,
 )
+from channels.rendering.render import Rendered
 from channels.webhooks import WebhookRequest
 from schemas.settings import Settings
 from schemas.status import Status

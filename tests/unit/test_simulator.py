@@ -19,17 +19,17 @@ from aiohttp.test_utils import TestServer
 
 from channels.base import OutboundMessage
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.push import FcmPushProvider, FcmSettings
-from channels.render import Rendered
-from channels.sendgrid import SendgridEmailProvider, SendgridSettings
+from channels.providers.push import FcmPushProvider, FcmSettings
+from channels.providers.sendgrid import SendgridEmailProvider, SendgridSettings
+from channels.providers.sms import TwilioSettings, TwilioSmsProvider, VonageSettings, VonageSmsProvider
+from channels.providers.voice import TwilioVoiceProvider
+from channels.providers.webhook import StandardWebhookProvider, WebhookSettings
+from channels.providers.whatsapp import MetaSettings, MetaWhatsappProvider
+from channels.rendering.render import Rendered
 from channels.signatures import standard_webhook_signature
 from channels.simulator import SimConfig, SimServer
 from channels.simulator.behaviour import Behaviour
-from channels.sms import TwilioSettings, TwilioSmsProvider, VonageSettings, VonageSmsProvider
-from channels.voice import TwilioVoiceProvider
-from channels.webhook import StandardWebhookProvider, WebhookSettings
 from channels.webhooks import WebhookRequest, WebhookResponse, lower_keys
-from channels.whatsapp import MetaSettings, MetaWhatsappProvider
 from schemas.settings import Settings
 from schemas.status import Status
 

@@ -10,7 +10,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from consumers.sizes import KEY_LIMIT, RECORD_OVERHEAD, Fitted, fit, fits, record_size
+from consumers.pipeline.sizes import KEY_LIMIT, RECORD_OVERHEAD, Fitted, fit, fits, record_size
 
 pytestmark = pytest.mark.unit
 

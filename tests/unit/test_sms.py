@@ -16,9 +16,15 @@ import pytest
 
 from channels.base import OutboundMessage, Sender, WebhookReceiver
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
+from channels.providers.sms import (
+    TwilioSettings,
+    TwilioSmsProvider,
+    VonageSettings,
+    VonageSmsProvider,
+    vonage_signature,
+)
 from channels.registry import provider_class
-from channels.render import Rendered
-from channels.sms import TwilioSettings, TwilioSmsProvider, VonageSettings, VonageSmsProvider, vonage_signature
+from channels.rendering.render import Rendered
 from channels.webhooks import WebhookRequest, WebhookResponse
 from schemas.settings import Settings
 from schemas.status import Status

@@ -191,7 +191,7 @@ def test_supply_chain__make_lock_regenerates_every_lock() -> None:
 def test_supply_chain__worker_imports_nothing_from_the_development_extra() -> None:
     result = run_python(
         "import sys\n"
-        "import consumers.worker, consumers.app, consumers.cli\n"
+        "import consumers.worker, consumers.app, consumers.cli.commands\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {DEVSTACK_MODULES!r}))\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -199,8 +199,8 @@ def test_supply_chain__worker_imports_nothing_from_the_development_extra() -> No
 
 def test_supply_chain__herald_imports_without_the_development_extra_installed() -> None:
     result = run_python(blocked(*DEVSTACK_MODULES)
-                        + "import consumers.worker, consumers.app, consumers.cli, consumers.devstack\n"
-                        + "from consumers.mailsink import MailSink\nprint('ok')\n")
+                        + "import consumers.worker, consumers.app, consumers.cli.commands, consumers.dev.devstack\n"
+                        + "from consumers.dev.mailsink import MailSink\nprint('ok')\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 

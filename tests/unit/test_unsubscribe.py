@@ -10,11 +10,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from channels.signatures import link_signature
-from consumers.kvstore import MemoryStore
-from consumers.metrics import Metrics
-from consumers.preferences import PreferenceLedger
-from consumers.unsubscribe import Unsubscribes, list_unsubscribe_headers, unsubscribe_link, verify_unsubscribe
-from consumers.web import register_views
+from consumers.inbound.unsubscribe import Unsubscribes, list_unsubscribe_headers, unsubscribe_link, verify_unsubscribe
+from consumers.inbound.web import register_views
+from consumers.observe.metrics import Metrics
+from consumers.state.kvstore import MemoryStore
+from consumers.state.preferences import PreferenceLedger
 from schemas.catalog import Channel
 
 pytestmark = pytest.mark.unit

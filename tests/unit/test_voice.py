@@ -19,10 +19,7 @@ from pydantic import ValidationError
 
 from channels.base import OutboundMessage, Sender, WebhookReceiver
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.registry import provider_class
-from channels.render import Rendered
-from channels.signatures import twilio_signature
-from channels.voice import (
+from channels.providers.voice import (
     PHRASES,
     SEAL_TTL_SECONDS,
     TwilioVoiceProvider,
@@ -32,6 +29,9 @@ from channels.voice import (
     say_language,
     voice_fernet,
 )
+from channels.registry import provider_class
+from channels.rendering.render import Rendered
+from channels.signatures import twilio_signature
 from channels.webhooks import WebhookRequest
 from schemas.settings import Settings
 from schemas.status import Status

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-import channels.webhook as webhook_module
+import channels.providers.webhook as webhook_module
 from channels.base import OutboundMessage, Sender, WebhookReceiver
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.render import Rendered
+from channels.providers.webhook import StandardWebhookProvider, WebhookSettings
+from channels.rendering.render import Rendered
 from channels.signatures import standard_webhook_signature, verify_standard_webhook
-from channels.webhook import StandardWebhookProvider, WebhookSettings
 from schemas.settings import Settings
 from tests.fakes import transport_errors
 

@@ -16,14 +16,14 @@ from aiohttp.test_utils import TestServer
 from channels.signatures import standard_webhook_signature, unix_seconds, verify_standard_webhook
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResult
 from consumers.app import load_catalog, retention_rules
-from consumers.hearback import replay_key
-from consumers.identity import recipient_hash
-from consumers.kvstore import MemoryStore
-from consumers.replies import Conversations
-from consumers.retention import Janitor
-from consumers.state import State
+from consumers.inbound.hearback import replay_key
+from consumers.inbound.replies import Conversations
+from consumers.inbound.unsubscribe import unsubscribe_link
+from consumers.pipeline.identity import recipient_hash
+from consumers.state.kvstore import MemoryStore
+from consumers.state.retention import Janitor
+from consumers.state.stores import State
 from consumers.topics import STATE_TOPICS
-from consumers.unsubscribe import unsubscribe_link
 from schemas.settings import Settings
 from schemas.status import Status
 from tests.unit.webhook_rig import (

@@ -15,10 +15,10 @@ import pytest
 
 from channels.base import OutboundMessage, Sender, WebhookReceiver
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
-from channels.render import Rendered
+from channels.providers.whatsapp import MetaSettings, MetaWhatsappProvider
+from channels.rendering.render import Rendered
 from channels.signatures import meta_signature
 from channels.webhooks import WebhookRequest
-from channels.whatsapp import MetaSettings, MetaWhatsappProvider
 from schemas.settings import Settings
 from schemas.status import Status
 from tests.fakes import transport_errors

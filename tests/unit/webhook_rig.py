@@ -17,20 +17,31 @@ import httpx
 from aiohttp.test_utils import TestServer
 
 from channels.base import WebhookReceiver
-from channels.render import Renderer
-from channels.sendgrid import DEV_WEBHOOK_PRIVATE_KEY, SendgridEmailProvider, SendgridSettings, sendgrid_signature
+from channels.providers.sendgrid import (
+    DEV_WEBHOOK_PRIVATE_KEY,
+    SendgridEmailProvider,
+    SendgridSettings,
+    sendgrid_signature,
+)
+from channels.providers.sms import (
+    TwilioSettings,
+    TwilioSmsProvider,
+    VonageSettings,
+    VonageSmsProvider,
+    vonage_signature,
+)
+from channels.providers.voice import TwilioVoiceProvider, TwilioVoiceSettings
+from channels.providers.whatsapp import MetaSettings, MetaWhatsappProvider
+from channels.rendering.render import Renderer
 from channels.signatures import meta_signature, twilio_signature
-from channels.sms import TwilioSettings, TwilioSmsProvider, VonageSettings, VonageSmsProvider, vonage_signature
-from channels.voice import TwilioVoiceProvider, TwilioVoiceSettings
 from channels.webhooks import WebhookRequest
-from channels.whatsapp import MetaSettings, MetaWhatsappProvider
-from consumers.documents import Documents
-from consumers.hearback import HearBack
-from consumers.kvstore import MemoryStore
-from consumers.metrics import Metrics
-from consumers.preferences import PreferenceLedger
-from consumers.status import StatusEmitter
-from consumers.web import register_document_view, register_views
+from consumers.inbound.hearback import HearBack
+from consumers.inbound.web import register_document_view, register_views
+from consumers.observe.metrics import Metrics
+from consumers.pipeline.status import StatusEmitter
+from consumers.state.documents import Documents
+from consumers.state.kvstore import MemoryStore
+from consumers.state.preferences import PreferenceLedger
 from schemas.settings import Settings
 from tests.fakes import RecordingPublisher
 

@@ -1,0 +1,189 @@
+"""The glue between stages and state: small closures the app factory hands to the router, the delivery stage
+and the webhook handler, so that none of them knows the others."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+
+import orjson
+
+from channels.errors import DeliveryError, InvalidRecipient
+from channels.webhooks import InboundMessage
+from consumers.inbound.replies import (
+    Conversations,
+    Question,
+    ReplyKind,
+    acknowledgement_event,
+    asks_question,
+    help_event,
+    interpret,
+    reply_cloudevent,
+    reply_recipient,
+)
+from consumers.inbound.unsubscribe import list_unsubscribe_headers, unsubscribe_link
+from consumers.pipeline.delivery import DeliveryStage
+from consumers.pipeline.identity import KeyRing, recipient_hash
+from consumers.pipeline.records import Publisher
+from consumers.pipeline.router import ConsentCheck
+from consumers.pipeline.status import StatusEmitter
+from consumers.state.kvstore import KeyValueStore
+from consumers.state.preferences import PreferenceLedger, address_key, whatsapp_session_open
+from consumers.state.sends import SendLedger
+from schemas.catalog import Catalog
+from schemas.dispatch import Dispatch
+from schemas.status import Status
+
+log = logging.getLogger(__name__)
+
+FAILED_RECEIPTS = frozenset({Status.FAILED, Status.BOUNCED})
+DELIVERED_RECEIPTS = frozenset({Status.DELIVERED, Status.READ, Status.OPENED, Status.CLICKED, Status.REPLIED})
+
+
+def consent_check(ledger: PreferenceLedger, secret: bytes | KeyRing) -> ConsentCheck:
+    """The router's and the send-time check: the recipient's preferences and the address's own record (a
+    suppression hashed with a secret still in the ring counts, so it outlives a rotation)."""
+    ring = KeyRing.of(secret)
+
+    def check(recipient_id: str, category: str, channel: str, address: str) -> str | None:
+        return ledger.refusal(recipient_id, category=category, channel=channel, address=address,
+                              address_hash=recipient_hash(ring.current, address),
+                              previous_hashes=[recipient_hash(old, address) for old in ring.previous])
+
+    return check
+
+
+def session_open(ledger: PreferenceLedger, clock: Callable[[], datetime]) -> Callable[[str], bool]:
+    return lambda recipient_id: whatsapp_session_open(ledger.get(recipient_id), clock())
+
+
+def contact_key(secret: bytes, address: str) -> str:
+    return "who|" + recipient_hash(secret, address)
+
+
+def contacts_lookup(store: KeyValueStore, secret: bytes | KeyRing) -> Callable[[str], str | None]:
+    """Address -> recipient id, learnt from what Herald sent: an inbound STOP names only a phone number. Learnt
+    under the current secret first, else under an older one of the ring (sent before a rotation)."""
+    ring = KeyRing.of(secret)
+
+    def lookup(address: str) -> str | None:
+        raw = next((raw for key in ring.all if (raw := store.get(contact_key(key, address)))), None)
+        return raw.decode() if raw else None
+
+    return lookup
+
+
+def remember_contact(store: KeyValueStore, secret: bytes | KeyRing) -> Callable[[Dispatch, str], Awaitable[None]]:
+    current = KeyRing.of(secret).current  # learnt under the current secret only
+
+    async def remember(d: Dispatch, provider: str) -> None:
+        address = d.to.address_for(d.channel)
+        if address and store.get(contact_key(current, address)) != d.to.id.encode():
+            await store.put(contact_key(current, address), d.to.id.encode())
+
+    return remember
+
+
+def unsubscribe_headers(secret: bytes | KeyRing, public_url: str) -> Callable[[Dispatch], Mapping[str, str]]:
+    """RFC 8058 one-click unsubscribe on promotional email: signed and keyed with the current secret."""
+    current = KeyRing.of(secret).current
+
+    def headers(d: Dispatch) -> Mapping[str, str]:
+        if d.category != "promotional" or d.channel != "email":
+            return {}
+        # The link names the mailbox too (by its keyed hash), so the unsubscribe holds for every id that has it.
+        email = d.to.address_for("email")
+        key = address_key(current, "email", email) if email else None
+        return list_unsubscribe_headers(unsubscribe_link(current, public_url, d.to.id, address_key=key))
+
+    return headers
+
+
+def suppress_dead_addresses(ledger: PreferenceLedger, secret: bytes | KeyRing
+                            ) -> Callable[[Dispatch, DeliveryError], Awaitable[None]]:
+    """An address the provider says does not exist (unregistered push token, unknown mailbox) is suppressed."""
+    current = KeyRing.of(secret).current
+
+    async def on_failure(d: Dispatch, error: DeliveryError) -> None:
+        address = d.to.address_for(d.channel)
+        if isinstance(error, InvalidRecipient) and address:
+            await ledger.suppress(d.to.id, recipient_hash(current, address), error.code or error.reason,
+                                  source="send")
+
+    return on_failure
+
+
+def receipt_outcomes(sends: SendLedger, delivery: DeliveryStage) -> Callable[[str, Status], Awaitable[None]]:
+    """Receipts update the send ledger; a failed one sends the message on the next channel (once)."""
+
+    async def on_receipt(message_id: str, status: Status) -> None:
+        record = sends.get(message_id)
+        if record is None:
+            return
+        if status in DELIVERED_RECEIPTS and record.state != "delivered":
+            await sends.outcome(message_id, "delivered")
+        elif status in FAILED_RECEIPTS and not record.fell_back:
+            await sends.outcome(message_id, "failed", fell_back=True)
+            await delivery.fall_back(record.dispatch, f"{record.dispatch.channel} {status.value}")
+
+    return on_receipt
+
+
+def receipt_check(sends: SendLedger, delivery: DeliveryStage) -> Callable[[Dispatch], Awaitable[None]]:
+    """When a message's receipt wait is over: no receipt of delivery yet means the next channel gets it."""
+
+    async def check(d: Dispatch) -> None:
+        record = sends.get(d.message_id)
+        if record is None or record.state == "delivered" or record.fell_back:
+            return
+        await sends.outcome(d.message_id, record.state, fell_back=True)
+        await delivery.fall_back(d, f"{d.channel} no receipt")
+
+    return check
+
+
+def remember_after_send(contacts: KeyValueStore, conversations: Conversations, catalog: Catalog,
+                        secret: bytes | KeyRing,
+                        clock: Callable[[], datetime]) -> Callable[[Dispatch, str], Awaitable[None]]:
+    """After a send: who has this address, and, for a type that asks something, the open question."""
+    remember = remember_contact(contacts, secret)
+
+    async def after_send(d: Dispatch, provider: str) -> None:
+        await remember(d, provider)
+        entry = catalog.get(d.event_type)
+        address = d.to.address_for(d.channel)
+        if entry and address and asks_question(entry, d.channel):
+            await conversations.remember(Question.for_dispatch(d, entry, clock()), address)
+
+    return after_send
+
+
+def answer_replies(conversations: Conversations, catalog: Catalog, publisher: Publisher, statuses: StatusEmitter,
+                   clock: Callable[[], datetime]) -> Callable[[InboundMessage], Awaitable[None]]:
+    """A reply to an open question: tell upstream what it means (`appointment.reminder.confirmed`), thank the
+    person, and help them when the answer cannot be read."""
+
+    async def on_reply(reply: InboundMessage) -> None:
+        now = clock()
+        question = conversations.last_question(reply.channel, reply.sender, now)
+        meaning = interpret(reply.text, reply.digits, question, catalog)
+        if meaning.kind is ReplyKind.ANSWER and meaning.question is not None:
+            q = meaning.question
+            await publisher.send("replies", q.recipient_id.encode(),
+                                 orjson.dumps(reply_cloudevent(meaning, reply.received_at or now)))
+            if reply.channel != "voice":  # the call already said thank you itself
+                to = reply_recipient(reply.channel, reply.sender, recipient_id=q.recipient_id, locale=q.locale)
+                await publisher.send("events", to["id"].encode(),
+                                     orjson.dumps(acknowledgement_event(meaning, to, now=now)))
+            if not reply.message_id:
+                await statuses.for_receipt(q.message_id, Status.REPLIED, channel=reply.channel, provider="reply",
+                                           detail="text")
+            await conversations.mark_answered(q, reply.sender, meaning.meaning or "")
+        elif meaning.kind is ReplyKind.NOT_UNDERSTOOD and meaning.question is not None and reply.channel != "voice":
+            q = meaning.question
+            to = reply_recipient(reply.channel, reply.sender, recipient_id=q.recipient_id, locale=q.locale)
+            await publisher.send("events", to["id"].encode(),
+                                 orjson.dumps(help_event(q, to, "not_understood", now=now)))
+
+    return on_reply
