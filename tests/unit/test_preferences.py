@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from consumers.cli import commands as cli
+from consumers.cli import people
 from consumers.state.kvstore import MemoryStore
 from consumers.state.preferences import PreferenceLedger, consent, edit, whatsapp_session_open
 from schemas.catalog import Channel
@@ -213,7 +214,7 @@ def memory_ledger(monkeypatch: pytest.MonkeyPatch) -> PreferenceLedger:
     async def fake_open(settings: object) -> AsyncIterator[PreferenceLedger]:
         yield led
 
-    monkeypatch.setattr(cli, "_open_ledger", fake_open)
+    monkeypatch.setattr(people, "_open_ledger", fake_open)
     return led
 
 
