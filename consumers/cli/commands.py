@@ -76,7 +76,7 @@ def worker() -> None:
 def sim(port: Annotated[int | None, typer.Option(help="Port; defaults to HERALD_SIM_PORT.")] = None,
         host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1") -> None:
     """Run the provider simulator (Twilio, Vonage, Meta, FCM, SendGrid) that calls Herald's webhooks back."""
-    from channels.simulator.app import run_sim
+    from consumers.dev.simulator.app import run_sim
 
     settings = read_settings()
     with contextlib.suppress(KeyboardInterrupt):

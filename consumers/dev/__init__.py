@@ -1,4 +1,4 @@
-"""consumers/dev: the local development stack (`herald dev`, `herald demo`): an embedded broker, a mail sink,
-sample events and the child processes that run them. May import consumers.app, consumers.topics, consumers.cli's
-tools (publish, statusview), channels and schemas; nothing in a worker imports it.
+"""consumers/dev: the local development stack (`herald dev`, `herald demo`, `herald sim`): an embedded broker, a
+mail sink, sample events, the provider simulator and the child processes that run them. May import consumers.app,
+consumers.topics, consumers.cli's tools (publish, statusview), channels and schemas; nothing in a worker imports it.
 """

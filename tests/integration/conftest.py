@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from channels.simulator.app import SimServer
 from consumers.dev.broker import EmbeddedBroker, free_port
 from consumers.dev.mailsink import start_mail_sink
+from consumers.dev.simulator.app import SimServer
 from tests.conftest import unique_settings
 from tests.integration.harness import Stack
 

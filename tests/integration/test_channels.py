@@ -13,9 +13,9 @@ import httpx
 import orjson
 import pytest
 
-from channels.simulator.app import SimServer
 from consumers.cli.publish import make_event
 from consumers.dev.samples import ANA, EMMA, JONAS
+from consumers.dev.simulator.app import SimServer
 from consumers.inbound.hearback import REPLY_TYPE
 from schemas.catalog import Catalog
 from schemas.status import Status

@@ -10,8 +10,8 @@ import pytest
 
 from channels.providers.sms import TwilioSettings
 from channels.signatures import twilio_signature
-from channels.simulator.app import SimServer
 from consumers.cli.publish import make_event
+from consumers.dev.simulator.app import SimServer
 from schemas.status import Status
 from tests.integration.harness import Stack
 from tests.integration.test_channels import CATALOG, SIM_ENV, sim_requests

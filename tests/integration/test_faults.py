@@ -7,8 +7,8 @@ from datetime import datetime
 import orjson
 import pytest
 
-from channels.simulator.app import SimServer
 from consumers.cli.publish import make_event
+from consumers.dev.simulator.app import SimServer
 from schemas.status import Status
 from tests.integration.harness import Stack
 from tests.integration.test_channels import CATALOG, SIM_ENV, configure, sim_requests

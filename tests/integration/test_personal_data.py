@@ -16,8 +16,8 @@ import httpx
 import orjson
 import pytest
 
-from channels.simulator.app import SimServer
 from consumers.cli.publish import make_event
+from consumers.dev.simulator.app import SimServer
 from schemas.catalog import Catalog
 from schemas.status import FINAL_STATUSES, Status
 from tests.integration.harness import Stack

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from channels.simulator.app import SimServer
 from consumers.cli.publish import make_event
 from consumers.dev.samples import zone_at_local_hour
+from consumers.dev.simulator.app import SimServer
 from schemas.status import Status
 from tests.integration.harness import Stack
 from tests.integration.test_channels import CATALOG, SIM_ENV, configure

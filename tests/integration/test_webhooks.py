@@ -18,7 +18,7 @@ from channels.providers.sendgrid import DEV_WEBHOOK_PRIVATE_KEY, sendgrid_signat
 from channels.providers.sms import TwilioSettings
 from channels.providers.whatsapp import MetaSettings
 from channels.signatures import meta_signature, twilio_signature
-from channels.simulator.app import SimServer
+from consumers.dev.simulator.app import SimServer
 from schemas.status import Status
 from tests.integration.harness import Stack
 

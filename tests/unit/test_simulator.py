@@ -27,9 +27,9 @@ from channels.providers.webhook import StandardWebhookProvider, WebhookSettings
 from channels.providers.whatsapp import MetaSettings, MetaWhatsappProvider
 from channels.rendering.render import Rendered
 from channels.signatures import standard_webhook_signature
-from channels.simulator import SimConfig, SimServer
-from channels.simulator.behaviour import Behaviour
 from channels.webhooks import WebhookRequest, WebhookResponse, lower_keys
+from consumers.dev.simulator import SimConfig, SimServer
+from consumers.dev.simulator.behaviour import Behaviour
 from schemas.settings import Settings
 from schemas.status import Status
 

@@ -20,10 +20,10 @@ from multidict import MultiDict, MultiDictProxy
 
 from channels.providers.sms import VonageSettings, vonage_signature
 from channels.segments import sms_segments
-from channels.simulator.behaviour import PAYLOAD, FaultDecision
+from consumers.dev.simulator.behaviour import PAYLOAD, FaultDecision
 
 if TYPE_CHECKING:
-    from channels.simulator.app import Payload, Sim
+    from consumers.dev.simulator.app import Payload, Sim
 
 PRICE = "0.03330000"
 BALANCE = "15.53590000"

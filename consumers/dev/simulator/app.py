@@ -22,8 +22,8 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from pydantic import ValidationError
 
-from channels.simulator import customer, fcm, meta, sendgrid, twilio, vonage
-from channels.simulator.behaviour import PAYLOAD, Behaviour, SimConfig
+from consumers.dev.simulator import customer, fcm, meta, sendgrid, twilio, vonage
+from consumers.dev.simulator.behaviour import PAYLOAD, Behaviour, SimConfig
 from schemas.settings import Settings
 
 log = logging.getLogger("herald.simulator")

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from channels.providers.push import FcmSettings
-from channels.simulator.behaviour import PAYLOAD, FaultDecision
+from consumers.dev.simulator.behaviour import PAYLOAD, FaultDecision
 
 if TYPE_CHECKING:
-    from channels.simulator.app import Payload, Sim
+    from consumers.dev.simulator.app import Payload, Sim
 
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"

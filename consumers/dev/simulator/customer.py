@@ -13,11 +13,11 @@ from aiohttp import web
 
 from channels.providers.webhook import WebhookSettings
 from channels.signatures import verify_standard_webhook
-from channels.simulator.behaviour import PAYLOAD, FaultDecision
 from channels.webhooks import lower_keys
+from consumers.dev.simulator.behaviour import PAYLOAD, FaultDecision
 
 if TYPE_CHECKING:
-    from channels.simulator.app import Payload, Sim
+    from consumers.dev.simulator.app import Payload, Sim
 
 
 def recipient(kind: str, payload: Payload) -> str | None:

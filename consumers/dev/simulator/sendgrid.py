@@ -17,10 +17,10 @@ from aiohttp import web
 
 from channels.providers.sendgrid import DEV_WEBHOOK_PRIVATE_KEY, SIGNATURE_HEADER, TIMESTAMP_HEADER, SendgridSettings
 from channels.providers.sendgrid import sendgrid_signature as sign
-from channels.simulator.behaviour import PAYLOAD, FaultDecision
+from consumers.dev.simulator.behaviour import PAYLOAD, FaultDecision
 
 if TYPE_CHECKING:
-    from channels.simulator.app import Payload, Sim
+    from consumers.dev.simulator.app import Payload, Sim
 
 HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message."
 BOUNCE_DOMAIN = "bounce.example"

@@ -3,7 +3,7 @@
 Used on loopback by tests and `herald dev`; `herald sim` serves it alone (`run_sim`).
 """
 
-from channels.simulator.app import SimServer, create_sim_app, run_sim
-from channels.simulator.behaviour import RateLimit, RecipientRule, SimConfig
+from consumers.dev.simulator.app import SimServer, create_sim_app, run_sim
+from consumers.dev.simulator.behaviour import RateLimit, RecipientRule, SimConfig
 
 __all__ = ["RateLimit", "RecipientRule", "SimConfig", "SimServer", "create_sim_app", "run_sim"]

@@ -22,10 +22,10 @@ from aiohttp import web
 
 from channels.providers.whatsapp import MetaSettings
 from channels.signatures import meta_signature
-from channels.simulator.behaviour import PAYLOAD, FaultDecision
+from consumers.dev.simulator.behaviour import PAYLOAD, FaultDecision
 
 if TYPE_CHECKING:
-    from channels.simulator.app import Payload, Sim
+    from consumers.dev.simulator.app import Payload, Sim
 
 WABA_ID = "102290129340398"
 DISPLAY_PHONE = "15550783881"

@@ -21,10 +21,10 @@ from multidict import MultiDict, MultiDictProxy
 from channels.providers.sms import TwilioSettings
 from channels.segments import sms_segments
 from channels.signatures import twilio_signature
-from channels.simulator.behaviour import PAYLOAD, FaultDecision
+from consumers.dev.simulator.behaviour import PAYLOAD, FaultDecision
 
 if TYPE_CHECKING:
-    from channels.simulator.app import Payload, Sim
+    from consumers.dev.simulator.app import Payload, Sim
 
 API_VERSION = "2010-04-01"
 MAX_BODY = 1600
