@@ -14,7 +14,7 @@ UV := $(LOCK_VENV)/bin/uv
 LOCK_ARGS := --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	--custom-compile-command "make lock (CPython 3.11, Linux x86_64)" $(if $(UPGRADE),--upgrade)
 
-.PHONY: run test test-slow lint bench bench-critical bench-channels venv clean schema lock
+.PHONY: run test test-slow lint typecheck bench bench-critical bench-channels venv clean schema lock
 
 # The build tools first (the pip that checks the hashes, the setuptools that builds Herald), then the exact
 # dependency set, then Herald itself without letting pip resolve anything (--no-deps) or fetch unhashed build
@@ -33,6 +33,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/herald templates check
 	$(BIN)/python -m pytest -m "not slow" -q
 
@@ -44,6 +45,10 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# mypy, strict, over the folders [tool.mypy] in pyproject.toml names (incremental: .mypy_cache).
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.email_throughput
@@ -67,4 +72,4 @@ lock:
 	$(UV) pip compile requirements-build.in $(LOCK_ARGS) -o requirements-build.lock
 
 clean:
-	rm -rf $(VENV) .herald .pytest_cache
+	rm -rf $(VENV) .herald .pytest_cache .mypy_cache

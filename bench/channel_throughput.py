@@ -21,7 +21,8 @@ from channels.registry import provider_class
 from channels.rendering.render import Renderer
 from consumers.app import load_catalog
 from consumers.dev.broker import free_port
-from consumers.dev.devstack import start_herald, stop_process, wait_http
+from consumers.dev.devstack import start_herald, wait_http
+from consumers.dev.processes import stop_process
 from schemas.settings import Settings
 
 # provider key -> (event type rendered, recipient address); webhook's address is filled in with the sim URL.

@@ -10,12 +10,14 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.dev.broker import EmbeddedBroker, free_port
-from consumers.dev.devstack import start_worker, stop_process, wait_http
+from consumers.dev.devstack import start_worker, wait_http
 from consumers.dev.mailsink import MailSink, start_mail_sink
+from consumers.dev.processes import stop_process
 from consumers.dev.samples import always_open_catalog
 from consumers.topics import ensure_topics
 from schemas.settings import Settings
@@ -34,12 +36,12 @@ async def bench_stack(**overrides: object) -> AsyncIterator[BenchStack]:
     broker = EmbeddedBroker(free_port(), log_path=tmp / "broker.log")
     broker.start()
     tag = uuid.uuid4().hex[:6]
-    values: dict[str, object] = dict(kafka_bootstrap=broker.bootstrap, topic_prefix=f"b{tag}.",
+    values: dict[str, Any] = dict(kafka_bootstrap=broker.bootstrap, topic_prefix=f"b{tag}.",
                                      app_id=f"bench-{tag}", data_dir=tmp, smtp_port=free_port(),
                                      web_port=free_port(), admin_port=free_port(), secret="bench", log_level="warning",
                                      catalog=always_open_catalog(tmp))  # a benchmark must not wait for 08:00
     values.update(overrides)
-    settings = Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)
     controller, sink = start_mail_sink(settings.smtp_port)
     worker = None
     try:

@@ -8,25 +8,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import Any
 
 import orjson
 
 from bench.common import bench_stack, kafka_round_trip
 from consumers.app import BUNDLED_CATALOG
 from consumers.cli.publish import EventProducer, make_event
+from consumers.dev.mailsink import MailSink
 from schemas.catalog import Catalog
 
 LOCALES = ("es-ES", "de-DE", "en-GB")
 
 
-def events(n: int) -> list[dict]:
+def events(n: int) -> list[dict[str, Any]]:
     sample = Catalog.load(BUNDLED_CATALOG).types["order.confirmed"].sample
     return [make_event("order.confirmed", {"id": f"user-{i}", "email": f"p{i}@example.org",
                                            "locale": LOCALES[i % 3], "name": f"P {i}"}, sample, source="bench")
             for i in range(n)]
 
 
-async def wait_for_mail(sink, count: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
+async def wait_for_mail(sink: MailSink, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while len(sink) < count:
         if time.monotonic() > deadline:

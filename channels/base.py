@@ -54,7 +54,10 @@ class SendResult:
 
 @runtime_checkable
 class Sender(Protocol):
-    """A provider for one channel. `send` raises `DeliveryError` on failure; it never returns False."""
+    """A provider for one channel. `send` raises `DeliveryError` on failure; it never returns False.
+
+    Optionally, `rate_limit_metering()` declares how its vendor meters sends (`channels.resilience.ratelimit.Metered`).
+    """
 
     name: str
     channel: str

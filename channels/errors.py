@@ -8,6 +8,8 @@ class DeliveryError(Exception):
 
     retriable: bool = False
     reason: str = "delivery_error"
+    # Seconds the provider (or an open circuit breaker) asked to wait before the next try; None when unsaid.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, code: str | None = None, retriable: bool | None = None,
                  provider: str | None = None) -> None:
@@ -36,8 +38,9 @@ class RateLimited(DeliveryError):
     retriable = True
     reason = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None,
+                 retriable: bool | None = None, provider: str | None = None) -> None:
+        super().__init__(message, code=code, retriable=retriable, provider=provider)
         self.retry_after = retry_after
 
 

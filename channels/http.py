@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import httpx
 
@@ -14,7 +14,8 @@ from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable
 from schemas.settings import Settings
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-DEFAULT_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30)
+MAX_CONNECTIONS = 64
+DEFAULT_LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=32, keepalive_expiry=30)
 
 # A vendor's own error codes, mapped to Herald's classes; the fallback is by HTTP status.
 CodeTable = Mapping[str, type[DeliveryError]]
@@ -34,9 +35,14 @@ class HttpProvider:
     settings_class: ClassVar[Callable[[], Any]]
     client: httpx.AsyncClient
 
+    if TYPE_CHECKING:
+        # The constructor every subclass has (its own settings, Herald's, an optional transport): `from_settings`.
+        def __init__(self, config: Any, settings: Settings, *,
+                     transport: httpx.AsyncBaseTransport | None = None) -> None: ...
+
     @classmethod
     def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Self:
-        return cls(cls.settings_class(), settings, transport=transport)  # type: ignore[call-arg]
+        return cls(cls.settings_class(), settings, transport=transport)
 
     async def start(self) -> None:
         return None

@@ -40,7 +40,8 @@ def provider_class(key: str) -> type[Any]:
         known = ", ".join(sorted({*PROVIDERS, *_entry_points()}))
         raise UnknownProvider(f"no provider {key!r}; known: {known}")
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    cls: type[Any] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def parse_provider_spec(spec: str) -> dict[str, list[str]]:

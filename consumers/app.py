@@ -6,7 +6,6 @@ No module-level app and no global settings: tests build as many apps as they lik
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -22,23 +21,23 @@ from channels.rendering.render import BUNDLED_TEMPLATES, Renderer
 from channels.resilience.breaker import BreakerSender, CircuitBreaker
 from channels.resilience.chain import ProviderChain
 from channels.resilience.priority import priority_gated
-from channels.resilience.ratelimit import effective_limits, rate_limited, sender_number_key, sms_segment_cost
+from channels.resilience.ratelimit import declared_metering, effective_limits, rate_limited
+from consumers import hooks
+from consumers.clock import utcnow
+from consumers.identity import KeyRing
 from consumers.inbound.admin import serve_admin
-from consumers.inbound.hearback import HearBack
-from consumers.inbound.replies import Conversations
+from consumers.inbound.hearback import HearBack, HearBackHooks
 from consumers.inbound.web import harden_public_server, register_document_view, register_views
 from consumers.observe.metrics import CIRCUIT_VALUES, Metrics
-from consumers.pipeline import hooks
 from consumers.pipeline.agents import batched_agent, guarded_agent
 from consumers.pipeline.critical import CriticalLane, Route
-from consumers.pipeline.deadletter import DeadLetters
-from consumers.pipeline.delivery import DeliveryStage
-from consumers.pipeline.identity import KeyRing
+from consumers.pipeline.delivery import Backoff, DeliveryHooks, DeliveryStage
 from consumers.pipeline.ingest import IngestStage
+from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import PENDING_ACKS, Publisher, Record
-from consumers.pipeline.router import Router, utcnow
+from consumers.pipeline.router import Router
 from consumers.pipeline.scheduler import Scheduler
-from consumers.pipeline.status import StatusEmitter
+from consumers.state.conversations import Conversations
 from consumers.state.documents import Documents
 from consumers.state.preferences import AddressConsents, PreferenceLedger
 from consumers.state.retention import (
@@ -79,21 +78,6 @@ class FaustPublisher:
                 await sent
 
 
-@dataclass
-class Runtime:
-    """Everything the agents share, reachable as `app.herald` (the CLI and tests use it)."""
-
-    settings: Settings
-    catalog: Catalog
-    renderer: Renderer
-    senders: dict[str, Sender]
-    metrics: Metrics
-    topics: dict[str, TopicT]
-    state: State
-    scheduler: Scheduler
-    sends: SendLedger
-
-
 def load_catalog(settings: Settings) -> Catalog:
     return Catalog.load(settings.catalog or BUNDLED_CATALOG)
 
@@ -108,9 +92,7 @@ def build_senders(settings: Settings, metrics: Metrics | None = None) -> dict[st
         for vendor in vendors:
             key = f"{channel}.{vendor}"
             provider = provider_class(key).from_settings(settings)
-            per_sender = cost = None
-            if key == "sms.twilio":  # meters each "From" number, in segments
-                per_sender, cost = sender_number_key(provider.config.sms_from), sms_segment_cost
+            per_sender, cost = declared_metering(provider)  # e.g. Twilio: each "From" number, in segments
             limited = rate_limited(key, priority_gated(provider), limits=limits, per_sender=per_sender, cost=cost)
             breaker = CircuitBreaker(key, failure_threshold=settings.breaker_failure_threshold,
                                      reset_after=settings.breaker_reset_after)
@@ -136,9 +118,9 @@ def webhook_receivers(senders: Mapping[str, Sender]) -> dict[tuple[str, str], We
     return receivers
 
 
-def faust_config(settings: Settings) -> dict[str, object]:
+def faust_config(settings: Settings) -> dict[str, Any]:
     """Settings -> Faust configuration, with the values measured to work on Tansu and Kafka."""
-    conf: dict[str, object] = dict(
+    conf: dict[str, Any] = dict(
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         store="memory://",
         processing_guarantee="at_least_once",
@@ -219,15 +201,15 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     secret = settings.secret.get_secret_value().encode()
     # HERALD_SECRET and HERALD_SECRET_PREVIOUS: the current one signs and keys, all of them verify and find.
     keys = KeyRing.from_settings(settings)
-    statuses = StatusEmitter(publisher, metrics, secret, clock)
-    dead_letters = DeadLetters(publisher, metrics, statuses, max_record_bytes=settings.max_record_bytes)
+    outlets = Outlets.build(publisher, metrics, secret, clock, max_record_bytes=settings.max_record_bytes)
     renderer = Renderer(settings.templates, default_locale=settings.default_locale)
     template_globals = {"brand": settings.brand_name, "document_url": None}
     documents = Documents(state.documents, renderer, keys, settings.public_url, template_globals=template_globals,
                           clock=clock)
     sends = SendLedger(state.sends, clock, lease=timedelta(seconds=settings.send_lease))
     owns = owner_check(app, settings)
-    scheduler = Scheduler(state.schedules, publisher, statuses, clock=clock, owns=owns)
+    scheduler = Scheduler(state.schedules, publisher, outlets.statuses, clock=clock, owns=owns,
+                          on_receipt_check=hooks.receipt_check(sends, outlets))
 
     ledger = PreferenceLedger(state.preferences, clock=clock,
                               addresses=AddressConsents(state.consent, keys, clock=clock))
@@ -236,18 +218,17 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     router = Router(catalog, senders.keys(), clock=clock, dedupe=state.dedupe, caps=state.caps, consent=consent,
                     dedupe_window=settings.dedupe_window, preferences=ledger.get,
                     max_ahead=settings.max_schedule_ahead)
-    ingest = IngestStage(router, publisher, statuses, dead_letters, metrics, scheduler,
-                         max_event_bytes=settings.max_event_bytes, max_record_bytes=settings.max_record_bytes)
-    delivery = DeliveryStage(renderer, senders, statuses, dead_letters, metrics, clock=clock, catalog=catalog,
-                             template_globals=template_globals, documents=documents, sends=sends,
-                             retry=scheduler.add, publisher=publisher, max_attempts=settings.max_attempts,
-                             consent=consent, session_open=hooks.session_open(ledger, clock),
-                             after_send=hooks.remember_after_send(state.contacts, conversations, catalog, secret,
-                                                                  clock),
-                             headers=hooks.unsubscribe_headers(secret, settings.public_url),
-                             on_failure=hooks.suppress_dead_addresses(ledger, secret))
-    scheduler.on_receipt_check = hooks.receipt_check(sends, delivery)
-
+    ingest = IngestStage(router, outlets, scheduler, max_event_bytes=settings.max_event_bytes,
+                         max_record_bytes=settings.max_record_bytes)
+    delivery = DeliveryStage(
+        renderer, senders, catalog, outlets, sends=sends, documents=documents, scheduler=scheduler, clock=clock,
+        template_globals=template_globals, backoff=Backoff(max_attempts=settings.max_attempts),
+        hooks=DeliveryHooks(
+            consent=consent, session_open=hooks.session_open(ledger, clock),
+            headers=hooks.unsubscribe_headers(secret, settings.public_url),
+            after_send=hooks.remember_after_send(state.contacts, conversations, catalog, secret, clock),
+            on_failure=hooks.suppress_dead_addresses(ledger, secret)))
+    dead_letters = outlets.dead_letters
     async def ready_then(handler: Callable[[Record], Awaitable[None]], record: Record) -> None:
         await state.ready()
         await handler(record)
@@ -284,23 +265,23 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
         await state.ready()
         await janitor.run(settings.retention_interval)
 
-    hearback = HearBack(webhook_receivers(senders), statuses, publisher, metrics, clock, ledger=ledger,
-                        contacts=hooks.contacts_lookup(state.contacts, keys), secret=secret,
-                        on_receipt=hooks.receipt_outcomes(sends, delivery),
-                        on_reply=hooks.answer_replies(conversations, catalog, publisher, statuses, clock),
-                        replays=state.webhooks, replay_window=settings.dedupe_window,
-                        max_body_bytes=settings.webhook_max_bytes)
+    hearback = HearBack(webhook_receivers(senders), outlets, clock, ledger=ledger,
+                        contacts=hooks.contacts_lookup(state.contacts, keys), replays=state.webhooks,
+                        hooks=HearBackHooks(
+                            on_receipt=hooks.receipt_outcomes(sends, outlets),
+                            on_reply=hooks.answer_replies(conversations, catalog, publisher, outlets.statuses,
+                                                          clock)),
+                        replay_window=settings.dedupe_window, max_body_bytes=settings.webhook_max_bytes)
     register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=keys)
-    register_document_view(app, documents)
+    register_document_view(app, documents, metrics)
     harden_public_server(app)
     serve_admin(app, settings, metrics, lanes_ready=lambda: critical.joined)
 
-    @app.on_before_shutdown.connect
+    # mode's SignalHandlerT rejects every function, even one of exactly its signature: a typing bug of the library.
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_senders(app: faust.App, **kwargs: object) -> None:
         for sender in senders.values():
             await sender.close()
         await state.stop()
 
-    app.herald = Runtime(settings=settings, catalog=catalog, renderer=renderer, senders=senders,  # type: ignore[attr-defined]
-                         metrics=metrics, topics=topics, state=state, scheduler=scheduler, sends=sends)
     return app

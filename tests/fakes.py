@@ -1,9 +1,13 @@
-"""Test doubles for the outbound side: a publisher that records and a sender that follows a script."""
+"""Test doubles shared by the suites: a publisher that records, a sender that follows a script, a clock that only
+moves when a test moves it, and every `httpx` transport error a provider must map."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Generic, TypeVar, overload
 
 import httpx
 import orjson
@@ -59,6 +63,44 @@ class ScriptedSender:
 
     async def close(self) -> None:
         return None
+
+
+Now = TypeVar("Now", float, datetime)
+
+
+class FakeClock(Generic[Now]):
+    """Simulated time for code that takes a clock: calling it reads the time, `advance` and `sleep` move it.
+
+    Monotonic seconds (`FakeClock()`, `FakeClock(100.0)`) for breakers, token buckets and chains; an aware datetime
+    (`FakeClock(NOW)`) for what stamps, schedules or expires by the wall clock. `now` may also be set directly.
+    """
+
+    @overload
+    def __init__(self: FakeClock[float], now: float = 0.0, *, yields: int = 1) -> None: ...
+
+    @overload
+    def __init__(self: FakeClock[datetime], now: datetime, *, yields: int = 1) -> None: ...
+
+    def __init__(self, now: float | datetime = 0.0, *, yields: int = 1) -> None:
+        self.now: Now = now  # type: ignore[assignment]  # the overloads tie `now` to the clock's kind
+        self.yields = yields  # loop turns each `sleep` gives other tasks: what happens "during" the sleep does
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> Now:
+        return self.now
+
+    def advance(self, seconds: float = 0.0, **delta: float) -> Now:
+        """Move time by `seconds` and/or `timedelta` keywords (`advance(30)`, `advance(days=7, seconds=1)`)."""
+        step = timedelta(seconds=seconds, **delta)
+        self.now = self.now + step if isinstance(self.now, datetime) else self.now + step.total_seconds()
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """An `asyncio.sleep` stand-in: notes the wait, advances instead of waiting, and lets other tasks run."""
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+        for _ in range(self.yields):
+            await asyncio.sleep(0)
 
 
 def transport_errors() -> list[type[httpx.TransportError]]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from email.charset import QP, Charset
-from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -19,26 +17,13 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from channels.base import OutboundMessage, SendResult
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, Rejected
+from channels.providers.email_headers import ADDR_SPEC, HEADER_NAME, clean_header, encoded_header
 from channels.rendering.attachments import add_attachments
 from channels.resilience.priority import PrioritySlots
 from schemas.settings import Settings
 
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-_ADDR_SPEC = re.compile(r"^[^\s@<>(),;:\"\[\]\\]+@[^\s@<>(),;:\"\[\]\\]+$")
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP
-
-
-def clean_header(value: str, limit: int = 998) -> str:
-    """One line of header text: control characters (CR, LF, NUL…) become spaces, so nothing can be injected."""
-    return " ".join(_CONTROL.sub(" ", value).split())[:limit]
-
-
-def _header(value: str) -> str:
-    """A cleaned header value, RFC 2047-encoded when it is not ASCII."""
-    text = clean_header(value)
-    return text if text.isascii() else Header(text, "utf-8").encode()
 
 
 def build_email(message: OutboundMessage, *, sender: str, domain: str) -> Message:
@@ -49,13 +34,15 @@ def build_email(message: OutboundMessage, *, sender: str, domain: str) -> Messag
     `clean_header`, which is what keeps injection out, and the address must be a bare addr-spec.
     """
     rendered = message.rendered
-    if not _ADDR_SPEC.match(message.address):
+    if not ADDR_SPEC.match(message.address):
         raise InvalidRecipient("address cannot be put in a header")
-    msg = MIMEMultipart("alternative", _subparts=[MIMEText(rendered["text"], "plain", _UTF8_QP),
-                                                  MIMEText(rendered["html"], "html", _UTF8_QP)])
+    # typeshed says `_charset: str | None`; email.mime takes a Charset too, and its QP body encoding is the point.
+    parts = [MIMEText(rendered["text"], "plain", _UTF8_QP),  # type: ignore[arg-type]
+             MIMEText(rendered["html"], "html", _UTF8_QP)]  # type: ignore[arg-type]
+    msg = MIMEMultipart("alternative", _subparts=parts)
     msg["From"] = sender
     msg["To"] = formataddr((clean_header(message.display_name or ""), message.address), charset="utf-8")
-    msg["Subject"] = _header(rendered["subject"])
+    msg["Subject"] = encoded_header(rendered["subject"])
     msg["Date"] = format_datetime(datetime.now(UTC))
     # The Message-ID is Herald's idempotency key at the SMTP level: a resend carries the same one.
     msg["Message-ID"] = f"<{message.message_id}@{domain}>"
@@ -63,9 +50,9 @@ def build_email(message: OutboundMessage, *, sender: str, domain: str) -> Messag
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Herald-Message-ID"] = message.message_id
     for name, value in message.headers.items():
-        if not _HEADER_NAME.match(name):
+        if not HEADER_NAME.match(name):
             raise Rejected(f"invalid header name {name!r}")
-        msg[name] = _header(value)
+        msg[name] = encoded_header(value)
     return msg
 
 

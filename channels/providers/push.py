@@ -80,7 +80,9 @@ class FcmPushProvider(HttpProvider):
         with http_errors(self.name):
             response = await self.client.post(f"/v1/projects/{self.config.project_id}/messages:send", json=body)
         data = _json(response)
-        error = data.get("error") if isinstance(data.get("error"), dict) else {}
+        error = data.get("error")
+        if not isinstance(error, dict):
+            error = {}
         raise_for_status(response, self.name, vendor_code=_error_code(error), codes=self.CODES,
                          message=str(error.get("message") or ""))
         return SendResult(provider=self.name, provider_message_id=data.get("name"))

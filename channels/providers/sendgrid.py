@@ -22,9 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from channels.base import OutboundMessage, SendResult
 from channels.errors import DeliveryError, InvalidRecipient, RateLimited, Rejected
 from channels.http import HttpProvider, base_url_for, build_client, http_errors, raise_for_status, retry_after_seconds
-
-# The SMTP provider's header hygiene, reused so both email providers accept and refuse the same input.
-from channels.providers.email import _ADDR_SPEC, _HEADER_NAME, _header, clean_header
+from channels.providers.email_headers import ADDR_SPEC, HEADER_NAME, clean_header, encoded_header
 from channels.signatures import fresh, unix_seconds
 from channels.webhooks import StatusUpdate, WebhookRequest, WebhookResult
 from schemas.settings import Settings
@@ -170,7 +168,7 @@ class SendgridEmailProvider(HttpProvider):
 
     def request_body(self, message: OutboundMessage) -> dict[str, Any]:
         """The Mail Send JSON for one message. Raises `InvalidRecipient` or `Rejected` before any request."""
-        if not _ADDR_SPEC.match(message.address):
+        if not ADDR_SPEC.match(message.address):
             raise InvalidRecipient("address is not a bare addr-spec", code="invalid_address", provider=self.name)
         rendered = message.rendered
         to: dict[str, str] = {"email": message.address}
@@ -204,12 +202,12 @@ class SendgridEmailProvider(HttpProvider):
                    "Content-Language": clean_header(message.rendered.locale),
                    "Auto-Submitted": "auto-generated"}  # RFC 3834, as the SMTP provider sends
         for name, value in message.headers.items():
-            if not _HEADER_NAME.match(name):
+            if not HEADER_NAME.match(name):
                 raise Rejected(f"invalid header name {name!r}", code="invalid_header", provider=self.name)
             if name.lower() in RESERVED_HEADERS:
                 raise Rejected(f"SendGrid does not allow header {name!r}", code="reserved_header",
                                provider=self.name)
-            headers[name] = _header(value)  # SendGrid wants non-ASCII values already encoded (RFC 2047)
+            headers[name] = encoded_header(value)  # SendGrid wants non-ASCII values already encoded (RFC 2047)
         return headers
 
     async def send(self, message: OutboundMessage) -> SendResult:

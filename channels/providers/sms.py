@@ -26,49 +26,19 @@ from channels.http import (
     vendor_code,
 )
 from channels.phone import EnvMap, parse_env_map, sender_for, to_e164
+from channels.providers._twilio import (
+    TWILIO_ACCOUNT_CODES,
+    TwilioSettings,
+    twilio_client,
+    twilio_idempotency_token,
+    verify_twilio_request,
+)
+from channels.resilience.ratelimit import Metering, sender_number_key, sms_segment_cost
 from channels.segments import sms_segments
-from channels.signatures import fresh, safe_equal, twilio_signature, unix_seconds
+from channels.signatures import fresh, safe_equal, unix_seconds
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResult, callback_url
 from schemas.settings import Settings
 from schemas.status import Status
-
-
-class TwilioSettings(BaseSettings):
-    """`HERALD_TWILIO_*`. Without a base URL, the provider simulator (`HERALD_SIM_URL/twilio`) is used."""
-
-    model_config = SettingsConfigDict(env_prefix="HERALD_TWILIO_", extra="ignore")
-    # Credentials whose defaults are the simulator's development values; production refuses them
-    # (channels/production.py). Field -> what to set instead.
-    DEV_DEFAULTS: ClassVar[dict[str, str]] = {"account_sid": "your account's SID",
-                                              "auth_token": "your account's auth token"}
-
-    base_url: str | None = Field(default=None, description="https://api.twilio.com in production.")
-    account_sid: str = "ACdev00000000000000000000000000000"
-    auth_token: SecretStr = SecretStr("dev-twilio-auth-token")
-    sms_from: EnvMap = Field(default_factory=lambda: {"default": "+15005550006"},
-                             description="Sender per country: `default=+1…,ES=+34…`.")
-    voice_from: str = "+15005550006"
-
-    @field_validator("sms_from", mode="before")
-    @classmethod
-    def _senders(cls, value: Any) -> Any:
-        return parse_env_map(value)
-
-
-# Account-level Twilio codes, the same for every Twilio API (messages and calls).
-TWILIO_ACCOUNT_CODES: dict[str, type[DeliveryError]] = {
-    "20003": Rejected,  # authentication failed
-    "20429": RateLimited,
-    "20500": ProviderUnavailable,
-    "20503": ProviderUnavailable,
-}
-
-
-def twilio_client(config: TwilioSettings, settings: Settings,
-                  transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
-    """The one client of a Twilio provider: basic auth with the account SID and token."""
-    return build_client(base_url_for(config.base_url, settings, "twilio"),
-                        auth=(config.account_sid, config.auth_token.get_secret_value()), transport=transport)
 
 
 class TwilioSmsProvider(HttpProvider):
@@ -103,7 +73,9 @@ class TwilioSmsProvider(HttpProvider):
         self.settings = settings
         self.client = twilio_client(config, settings, transport)
 
-
+    def rate_limit_metering(self) -> Metering:
+        """Twilio meters each "From" number, in message segments (channels/resilience/ratelimit.py)."""
+        return Metering(per_sender=sender_number_key(self.config.sms_from), cost=sms_segment_cost)
 
     async def send(self, message: OutboundMessage) -> SendResult:
         to, region = to_e164(message.address, provider=self.name)
@@ -122,9 +94,7 @@ class TwilioSmsProvider(HttpProvider):
                           detail=f"{encoding}, {segments} segment{'s' if segments > 1 else ''}")
 
     def verify_webhook(self, request: WebhookRequest) -> bool:
-        params = request.form() if request.method == "POST" else {}
-        expected = twilio_signature(self.config.auth_token.get_secret_value(), request.url, params)
-        return safe_equal(request.header("x-twilio-signature"), expected)
+        return verify_twilio_request(self.config.auth_token.get_secret_value(), request)
 
     def parse_webhook(self, request: WebhookRequest) -> WebhookResult:
         form = request.form()
@@ -145,19 +115,6 @@ class TwilioSmsProvider(HttpProvider):
                 channel="sms", sender=form.get("From", ""), text=form["Body"], provider_message_id=sid,
                 delivery_id=sid)])
         return WebhookResult(delivery_id=token)
-
-
-TWILIO_IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
-TWILIO_IDEMPOTENCY_MAX = 200  # Twilio's tokens are short; a longer value is not one, and is not remembered
-
-
-def twilio_idempotency_token(request: WebhookRequest) -> str | None:
-    """`I-Twilio-Idempotency-Token`: the same on every retry of one webhook, so a second delivery is a replay.
-
-    https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides (Twilio retries a webhook it got no
-    answer to, with this header unchanged)."""
-    token = (request.header(TWILIO_IDEMPOTENCY_HEADER) or "").strip()
-    return token if 0 < len(token) <= TWILIO_IDEMPOTENCY_MAX else None
 
 
 # --- Vonage -------------------------------------------------------------------------------------------------------
@@ -366,7 +323,7 @@ def _vonage_value(value: Any) -> str:
 
 
 def _ascii_digits(value: str | None) -> bool:
-    return bool(value) and value.isascii() and value.isdigit()  # type: ignore[union-attr]
+    return bool(value and value.isascii() and value.isdigit())
 
 
 def _vonage_time(value: str | None) -> datetime | None:

@@ -24,8 +24,13 @@ from channels.http import (
     vendor_code,
 )
 from channels.phone import EnvMap, parse_env_map, to_e164
-from channels.providers.sms import TWILIO_ACCOUNT_CODES, TwilioSettings, twilio_client, twilio_idempotency_token
-from channels.signatures import safe_equal, twilio_signature
+from channels.providers._twilio import (
+    TWILIO_ACCOUNT_CODES,
+    TwilioSettings,
+    twilio_client,
+    twilio_idempotency_token,
+    verify_twilio_request,
+)
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResponse, WebhookResult, callback_url
 from schemas.settings import Settings
 from schemas.status import Status
@@ -257,9 +262,7 @@ class TwilioVoiceProvider(HttpProvider):
     # --- hearing back -----------------------------------------------------------------------------------------
 
     def verify_webhook(self, request: WebhookRequest) -> bool:
-        params = request.form() if request.method == "POST" else {}
-        expected = twilio_signature(self.config.auth_token.get_secret_value(), request.url, params)
-        return safe_equal(request.header("x-twilio-signature"), expected)
+        return verify_twilio_request(self.config.auth_token.get_secret_value(), request)
 
     def parse_webhook(self, request: WebhookRequest) -> WebhookResult:
         form = request.form()

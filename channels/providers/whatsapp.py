@@ -114,7 +114,9 @@ class MetaWhatsappProvider(HttpProvider):
             response = await self.client.post(
                 f"/{self.config.api_version}/{self.config.phone_number_id}/messages", json=body)
         data = _json(response)
-        error = data.get("error") if isinstance(data.get("error"), dict) else {}
+        error = data.get("error")
+        if not isinstance(error, dict):
+            error = {}
         raise_for_status(response, self.name, vendor_code=_code(error.get("code")), codes=self.CODES,
                          message=str(error.get("message") or ""))
         messages = data.get("messages") or [{}]
@@ -206,7 +208,9 @@ def _inbound(item: Mapping[str, Any]) -> InboundMessage:
         reply = item.get("interactive")
         if isinstance(reply, dict) and isinstance(reply.get("type"), str):
             text = _get(reply, reply["type"], "title")  # button_reply / list_reply
-    context = item.get("context") if isinstance(item.get("context"), dict) else {}
+    context = item.get("context")
+    if not isinstance(context, dict):
+        context = {}
     sender = _text(item, "from") or ""
     wamid = _text(item, "id")
     return InboundMessage(channel="whatsapp", sender=f"+{sender}" if sender else "", text=text,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from fpdf import FPDF
 from fpdf.enums import TextEmphasis
 from fpdf.errors import FPDFException
+from fpdf.fonts import TTFFont
 from fpdf.html import HTML2FPDF
 
 from channels.errors import Rejected, RenderError
@@ -54,7 +55,7 @@ class _SafeHTML2FPDF(HTML2FPDF):
     """fpdf2's HTML renderer with `<img>` ignored (it would read local files or fetch URLs at send time) and
     text mapped to characters the chosen font can draw."""
 
-    def __init__(self, pdf: FPDF, *args: Any, text_filter: Callable[[str], str], **kwargs: Any) -> None:
+    def __init__(self, pdf: FPDF, *args: Any, text_filter: Callable[[str], str] = str, **kwargs: Any) -> None:
         super().__init__(pdf, *args, **kwargs)
         self.text_filter = text_filter
 
@@ -123,7 +124,9 @@ def html_to_pdf(html: str, *, title: str, created_at: datetime, font: FontChoice
     pdf.set_creator("Herald")
     if folder is not None:
         family = UNICODE_FAMILY
-        text_filter = _font_text(frozenset(pdf.fonts[UNICODE_FAMILY.lower()].cmap))
+        regular = pdf.fonts[UNICODE_FAMILY.lower()]
+        assert isinstance(regular, TTFFont)  # added from a .ttf file by `_PDF`
+        text_filter = _font_text(frozenset(regular.cmap))
     else:
         family, text_filter = CORE_FAMILY, _core_text
     pdf.set_title(text_filter(title))

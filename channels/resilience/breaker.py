@@ -162,7 +162,7 @@ class BreakerSender(ProviderWrapper):
         if not self.breaker.allow():
             error = ProviderUnavailable("circuit open", code="circuit_open", provider=self.name)
             # Read with getattr by the delivery stage's backoff: retry when the next probe is due, not sooner.
-            error.retry_after = self.breaker.retry_in() or None  # type: ignore[attr-defined]
+            error.retry_after = self.breaker.retry_in() or None
             raise error
         epoch = self.breaker.epoch
         try:

@@ -21,7 +21,7 @@ WEBHOOK_ATTRIBUTES = ("STATUS_MAP", "verify_webhook", "parse_webhook")
 
 def unwrap(sender: Sender) -> Sender:
     """The provider inside any number of wrappers (the sender itself when it wraps nothing)."""
-    return getattr(sender, "unwrapped", sender)  # type: ignore[no-any-return]
+    return getattr(sender, "unwrapped", sender)
 
 
 class ProviderWrapper:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from channels.base import OutboundMessage, Sender, SendResult
-from channels.http import DEFAULT_LIMITS
+from channels.http import MAX_CONNECTIONS
 from channels.resilience.chain import ProviderWrapper
 
 
@@ -70,7 +70,7 @@ class PriorityGate(ProviderWrapper):
     """An HTTP provider behind as many slots as its client has connections, so httpx's own pool (first come,
     first served) never has a queue for a critical send to wait in."""
 
-    def __init__(self, inner: Sender, size: int = DEFAULT_LIMITS.max_connections) -> None:
+    def __init__(self, inner: Sender, size: int = MAX_CONNECTIONS) -> None:
         super().__init__(inner)
         self.slots = PrioritySlots(size)
 

@@ -12,6 +12,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from channels.base import OutboundMessage, Sender, SendResult
 from channels.errors import DeliveryError, RateLimited
@@ -32,8 +33,9 @@ EPSILON = 1e-9
 # them with `HERALD_RATE_LIMITS` (`parse_limits`). Providers absent here (`email.smtp`, `webhook.standard`) have no
 # vendor limit: the SMTP relay and the customer's endpoint push back on their own (4xx replies, 429/503).
 PUBLISHED_LIMITS: dict[str, str] = {
-    # Per sending number, not per account (see PER_SENDER): "Each Twilio SMS-enabled long code … can send 1 SMS
-    # message segment per-second, per-number" (US/CA toll-free: 3 segments/s; short codes: 30 messages/s). The
+    # Per sending number, not per account (TwilioSmsProvider.rate_limit_metering): "Each Twilio SMS-enabled
+    # long code … can send 1 SMS message segment per-second, per-number" (US/CA toll-free: 3 segments/s; short
+    # codes: 30 messages/s). The
     # account-level Messages API concurrency is a limit on requests in flight, not a rate: not modelled here.
     # https://www.twilio.com/help/faq/twilio-basics/what-are-the-limits-on-outbound-calls-and-sms-messages-per-second
     "sms.twilio": "1/s",
@@ -56,9 +58,6 @@ PUBLISHED_LIMITS: dict[str, str] = {
     # https://www.twilio.com/help/faq/twilio-basics/how-many-calls-and-sms-messages-per-second-can-my-twilio-account-make
     "voice.twilio": "1/s",
 }
-
-# Keys whose limit applies to each sending number: one bucket per number (`RateLimitedSender.per_sender`).
-PER_SENDER: frozenset[str] = frozenset({"sms.twilio"})
 
 UNITS: dict[str, float] = {
     "s": 1, "sec": 1, "second": 1, "seconds": 1,
@@ -244,6 +243,29 @@ class RateLimitedSender(ProviderWrapper):
             return None  # e.g. not a phone number: the provider refuses it with the proper error, unthrottled
 
 
+class Metering(NamedTuple):
+    """How a vendor meters a provider's sends: `per_sender` names the sending number a message leaves from (one
+    bucket per number, at the key's rate), `cost` the tokens one message takes. None: one provider bucket,
+    one token a message."""
+
+    per_sender: SenderKey | None = None
+    cost: Cost | None = None
+
+
+@runtime_checkable
+class Metered(Protocol):
+    """A provider that declares its vendor's metering (optional; `TwilioSmsProvider`: each "From" number, in
+    segments). A provider without the method, or returning None, is metered one token a message."""
+
+    def rate_limit_metering(self) -> Metering | None: ...
+
+
+def declared_metering(provider: object) -> Metering:
+    """What `provider` declares through `rate_limit_metering` (see `Metered`), or the default metering."""
+    declared = provider.rate_limit_metering() if isinstance(provider, Metered) else None
+    return declared or Metering()
+
+
 def sender_number_key(senders: Mapping[str, str]) -> SenderKey:
     """The sending number a message leaves from, by the recipient's country (as `TwilioSmsProvider` picks it)."""
     def key(message: OutboundMessage) -> str | None:
@@ -263,13 +285,13 @@ def rate_limited(key: str, provider: Sender, *, limits: Mapping[str, float | Non
                  sleep: Sleep = asyncio.sleep) -> Sender:
     """`provider` behind the limit for `key` (`sms.twilio`), or `provider` itself when it has none.
 
-    For a per-number key (`PER_SENDER`) the rate is per sending number when `per_sender` is given; without it, the
-    whole provider gets one number's rate (safe, slower).
+    With `per_sender` (the provider's declared metering) the rate is per sending number; without it, the whole
+    provider gets one bucket at that rate (for a per-number vendor: safe, slower).
     """
     rate = limits.get(key)
     if rate is None:
         return provider
-    if key in PER_SENDER and per_sender is not None:
+    if per_sender is not None:
         return RateLimitedSender(provider, None, per_sender=per_sender, per_sender_rate=rate, cost=cost,
                                  clock=clock, sleep=sleep)
     return RateLimitedSender(provider, TokenBucket(rate, clock=clock, sleep=sleep), cost=cost, clock=clock,

@@ -102,6 +102,7 @@ def demo(timeout: Annotated[float, typer.Option(help="Seconds to wait for final 
 
 
 def _parse_to(to: str, locale: str | None) -> dict[str, Any]:
+    recipient: dict[str, Any]
     if to.lstrip().startswith("{"):
         recipient = json.loads(to)
     elif "@" in to:

@@ -142,8 +142,8 @@ def forget(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e
 
     async def go() -> Erasure:
         from consumers.cli.publish import TopicPublisher
+        from consumers.clock import utcnow
         from consumers.observe.metrics import Metrics
-        from consumers.pipeline.router import utcnow
         from consumers.pipeline.status import StatusEmitter
         from consumers.state.erasure import forget as erase
         from consumers.state.stores import State

@@ -46,7 +46,7 @@ class MailSink:
         """Every message received so far, parsed."""
         with self._lock:
             raws = list(self.raw)
-        return [message_from_bytes(r, policy=policy.default) for r in raws]  # type: ignore[misc]
+        return [message_from_bytes(r, policy=policy.default) for r in raws]
 
 
 def start_mail_sink(port: int, folder: Path | None = None, host: str = "127.0.0.1") -> tuple[Controller, MailSink]:

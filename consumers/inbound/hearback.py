@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,12 +40,11 @@ import orjson
 
 from channels.base import WebhookReceiver
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResponse, WebhookResult
+from consumers.clock import Clock
+from consumers.identity import recipient_hash
 from consumers.inbound.keywords import Keyword, classify
-from consumers.inbound.replies import address_key
-from consumers.observe.metrics import Metrics
-from consumers.pipeline.identity import recipient_hash
-from consumers.pipeline.records import Publisher
-from consumers.pipeline.status import StatusEmitter
+from consumers.pipeline.outlets import Outlets
+from consumers.state.conversations import address_key
 from consumers.state.kvstore import KeyValueStore
 from consumers.state.preferences import PreferenceLedger
 from schemas.status import Status
@@ -56,10 +56,6 @@ REPLY_TYPE = "herald.reply.received"
 SUPPRESSING = frozenset({Status.BOUNCED, Status.COMPLAINED})
 
 Contacts = Callable[[str], str | None]
-SendReply = Callable[[InboundMessage, str], Awaitable[None]]
-# What the send ledger and fallback make of a receipt, and what two-way replies make of an answer.
-OnReceipt = Callable[[str, Status], Awaitable[None]]
-OnReply = Callable[[InboundMessage], Awaitable[None]]
 
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -67,10 +63,6 @@ DEFAULT_REPLAY_WINDOW = timedelta(days=7)  # Meta retries an unanswered webhook 
 # Errors a parser raises for input it cannot read: a 400. Any other exception from verifying or parsing is a bug,
 # still answered 400 (nothing has changed), but logged with its traceback.
 UNREADABLE = (ValueError, KeyError, TypeError)
-
-
-def _no_contacts(address: str) -> str | None:
-    return None
 
 
 def replay_key(channel: str, vendor: str, scope: str, delivery_id: str) -> str:
@@ -97,40 +89,52 @@ def reply_event(reply: InboundMessage, provider: str, now: datetime,
     }
 
 
+async def _receipt_ignored(message_id: str, status: Status) -> None:
+    return None
+
+
+async def _reply_ignored(reply: InboundMessage) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class HearBackHooks:
+    """What the rest of Herald makes of what it hears (consumers/hooks.py builds them): `on_receipt(message_id,
+    status)` updates the send ledger and falls back on a failed receipt; `on_reply(inbound)` reads an answer to an
+    open question. Each defaults to nothing."""
+
+    on_receipt: Callable[[str, Status], Awaitable[None]] = _receipt_ignored
+    on_reply: Callable[[InboundMessage], Awaitable[None]] = _reply_ignored
+
+
 class HearBack:
     """Checks each webhook's signature, then publishes what it says. A bad signature changes nothing.
 
-    With a `ledger`, what people say also changes their preferences: STOP/START opt the channel out/in, every
-    inbound message records when the person last wrote (WhatsApp's 24 h window), a bounce or complaint suppresses
-    the address, an unsubscribe receipt withdraws promotional consent. `contacts` finds the recipient id of an
-    address when the vendor does not tell it; `send_reply(inbound, kind)` answers STOP/START/HELP ("stop",
-    "start", "help"). `secret` keys the address hashes (defaults to the status emitter's, so they join).
+    What people say also changes their preferences (`ledger`): STOP/START opt the address out/in, every inbound
+    message records when the person last wrote (WhatsApp's 24 h window), a bounce or complaint suppresses the
+    address, an unsubscribe receipt withdraws promotional consent. `contacts` finds the recipient id of an address
+    when the vendor does not tell it; `replays` remembers the vendors' delivery ids for `replay_window`;
+    `max_body_bytes` is the largest body accepted (the web view reads no more than that). Address hashes are keyed
+    like `herald.status`'s `recipient`, so they join.
     """
 
-    def __init__(self, receivers: Mapping[tuple[str, str], WebhookReceiver], statuses: StatusEmitter,
-                 publisher: Publisher, metrics: Metrics, clock: Callable[[], datetime], *,
-                 ledger: PreferenceLedger | None = None, contacts: Contacts = _no_contacts,
-                 send_reply: SendReply | None = None, secret: bytes | None = None,
-                 on_receipt: OnReceipt | None = None, on_reply: OnReply | None = None,
-                 replays: KeyValueStore | None = None, replay_window: timedelta = DEFAULT_REPLAY_WINDOW,
+    def __init__(self, receivers: Mapping[tuple[str, str], WebhookReceiver], outlets: Outlets, clock: Clock, *,
+                 ledger: PreferenceLedger, contacts: Contacts, replays: KeyValueStore,
+                 hooks: HearBackHooks = HearBackHooks(), replay_window: timedelta = DEFAULT_REPLAY_WINDOW,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
-        """`replays` remembers the vendors' delivery ids for `replay_window` (without it, replays are not
-        detected); `max_body_bytes` is the largest body accepted (the web view reads no more than that)."""
-        self.replays = replays
-        self.replay_window = replay_window
-        self.max_body_bytes = max_body_bytes
-        self._inflight: dict[str, asyncio.Future[None]] = {}
-        self.on_receipt = on_receipt
-        self.on_reply = on_reply
         self.receivers = receivers
-        self.statuses = statuses
-        self.publisher = publisher
-        self.metrics = metrics
+        self.statuses = outlets.statuses
+        self.publisher = outlets.publisher
+        self.metrics = outlets.metrics
         self.clock = clock
         self.ledger = ledger
         self.contacts = contacts
-        self.send_reply = send_reply
-        self.secret = statuses.secret if secret is None else secret
+        self.replays = replays
+        self.hooks = hooks
+        self.replay_window = replay_window
+        self.max_body_bytes = max_body_bytes
+        self.secret = outlets.statuses.secret
+        self._inflight: dict[str, asyncio.Future[None]] = {}
 
     def labels(self, channel: str, vendor: str) -> tuple[str, str]:
         """Metric labels for a route: only configured providers name themselves (labels stay a bounded set)."""
@@ -227,18 +231,16 @@ class HearBack:
             return
         await self.statuses.for_receipt(update.message_id, update.status, channel=channel, provider=vendor,
                                         detail=update.detail)
-        if self.on_receipt is not None:
-            await self.on_receipt(update.message_id, update.status)
+        await self.hooks.on_receipt(update.message_id, update.status)
 
     # --- replays ----------------------------------------------------------------------------------------------
 
     def _key(self, channel: str, vendor: str, scope: str, delivery_id: str | None) -> str | None:
-        if self.replays is None or not delivery_id:
+        if not delivery_id:
             return None
         return replay_key(channel, vendor, scope, delivery_id)
 
     def _seen(self, key: str, now: datetime) -> bool:
-        assert self.replays is not None
         raw = self.replays.get(key)
         if raw is None:
             return False
@@ -250,7 +252,6 @@ class HearBack:
         return now - first < self.replay_window  # older: the janitor has not swept it yet
 
     async def _remember(self, key: str, now: datetime) -> None:
-        assert self.replays is not None
         await self.replays.put(key, now.isoformat().encode())
 
     async def _flush(self) -> None:
@@ -285,22 +286,20 @@ class HearBack:
         recipient = self._recipient(reply.recipient_id, reply.sender)
         if recipient and recipient != reply.recipient_id:
             reply = dataclasses.replace(reply, recipient_id=recipient)  # upstream gets the id, keyed by it
-        if self.ledger is not None and recipient:
+        if recipient:
             # Ledger first: if it fails the webhook fails and the provider retries; the reply event id is stable.
             await self.ledger.record_inbound(recipient, reply.channel, reply.received_at or self.clock())
         # STOP and START belong to the number that sent them, whoever it belongs to and even before Herald ever
         # wrote to it (consumers/state/preferences.py); without an address store, to a known recipient only.
-        applied = self.ledger is not None and bool(recipient or (self.ledger.addresses is not None and reply.sender))
-        if self.ledger is not None and applied:
+        applied = bool(recipient or (self.ledger.addresses is not None and reply.sender))
+        if applied:
             if keyword is Keyword.STOP:
                 await self.ledger.stop_address(reply.channel, reply.sender, recipient)
             elif keyword is Keyword.START:
                 await self.ledger.start_address(reply.channel, reply.sender, recipient)
         if keyword is not None:
-            if keyword is Keyword.HELP or applied:
-                result = "ok"
-            else:  # a STOP Herald could not record: visible, because sending on would break the person's wish
-                result = "no_ledger" if self.ledger is None else "unknown_recipient"
+            # A STOP Herald could not record is visible: sending on would break the person's wish.
+            result = "ok" if keyword is Keyword.HELP or applied else "unknown_recipient"
             self.metrics.keywords.labels(channel, keyword.value, result).inc()
             if result != "ok":
                 log.warning("opt keyword not applied", extra={"channel": channel, "provider": vendor,
@@ -314,19 +313,14 @@ class HearBack:
         if reply.message_id:
             await self.statuses.for_receipt(reply.message_id, Status.REPLIED, channel=channel, provider=vendor,
                                             detail="digits" if reply.digits else "text")
-        if keyword is None and self.on_reply is not None:
-            await self.on_reply(reply)
-        if keyword is not None and self.send_reply is not None:
-            try:
-                await self.send_reply(reply, keyword.value)
-            except Exception:  # the acknowledgement is best effort; the opt-out itself is already recorded
-                log.exception("keyword reply failed", extra={"channel": channel, "keyword": keyword.value})
+        if keyword is None:
+            await self.hooks.on_reply(reply)
 
     async def _apply_receipt(self, channel: str, update: StatusUpdate) -> None:
         """Dead addresses are suppressed and unsubscribes withdraw promotional consent, when the recipient is known.
 
         `address` and `recipient_id` are read with getattr: providers fill them where the vendor says them."""
-        if self.ledger is None or update.status not in (*SUPPRESSING, Status.UNSUBSCRIBED):
+        if update.status not in (*SUPPRESSING, Status.UNSUBSCRIBED):
             return
         address: str | None = getattr(update, "address", None)
         if update.status is Status.UNSUBSCRIBED and address:  # the mailbox's own wish, known recipient or not

@@ -16,8 +16,8 @@ from html import escape
 from urllib.parse import quote, urlencode
 
 from channels.webhooks import WebhookResponse
+from consumers.identity import KeyRing
 from consumers.observe.metrics import Metrics
-from consumers.pipeline.identity import KeyRing
 from consumers.state.preferences import PreferenceLedger
 from schemas.catalog import Channel
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import cast
 
 import aiohttp.web_response
 import faust
@@ -18,10 +19,10 @@ from aiohttp import web
 from faust.web import Request, Response, View
 
 from channels.webhooks import WebhookRequest
+from consumers.identity import KeyRing
 from consumers.inbound.hearback import HearBack
 from consumers.inbound.unsubscribe import Unsubscribes
 from consumers.observe.metrics import Metrics
-from consumers.pipeline.identity import KeyRing
 from consumers.state.documents import Documents
 from consumers.state.preferences import PreferenceLedger
 
@@ -42,11 +43,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     is already buffered: one read of a body sent in 8 KB pieces is its first piece), counting as it goes, so
     neither a lying Content-Length nor an endless chunked body is read past the limit.
     """
-    declared = request.headers.get("Content-Length")  # type: ignore[attr-defined]
+    declared = request.headers.get("Content-Length")
     if declared is not None and declared.strip().isascii() and declared.strip().isdigit() \
             and int(declared) > limit:
         raise BodyTooLarge
-    stream = request.content  # type: ignore[attr-defined]
+    # Faust's web driver hands over aiohttp's request; Faust's abstract `Request` does not declare `content`.
+    stream = cast(web.BaseRequest, request).content
     chunks: list[bytes] = []
     size = 0
     while chunk := await stream.readany():
@@ -105,9 +107,10 @@ def register_views(app: faust.App, metrics: Metrics, hearback: HearBack, public_
             return view.text("too large", status=413)
         try:
             # Providers sign the public URL they called, not the one this process sees behind a proxy.
-            inbound = WebhookRequest(method=request.method, url=public_url.rstrip("/") + request.path_qs,  # type: ignore[attr-defined]
-                                     headers=text_headers(request.headers),  # type: ignore[attr-defined]
-                                     query=text_query(request.query),  # type: ignore[attr-defined]
+            # (`path_qs`: the request is aiohttp's, which Faust's abstract `Request` does not say.)
+            path_qs = cast(web.BaseRequest, request).path_qs
+            inbound = WebhookRequest(method=request.method, url=public_url.rstrip("/") + path_qs,
+                                     headers=text_headers(request.headers), query=text_query(request.query),
                                      body=body)
         except Exception:  # the backstop: nothing has changed, so a 400, logged as the bug it is
             hearback.metrics.webhooks.labels(*labels, "malformed").inc()
@@ -142,17 +145,17 @@ def register_unsubscribe_view(app: faust.App, unsubscribes: Unsubscribes) -> Non
     refused = unsubscribes.metrics.links_refused
 
     async def unsubscribe(view: View, request: Request, recipient_id: str) -> Response:
-        if request.method == "POST":  # type: ignore[attr-defined]
+        if request.method == "POST":
             try:  # the content is ignored (RFC 8058), but read whole so the connection stays usable
                 await read_body(request, MAX_UNSUBSCRIBE_BYTES)
             except BodyTooLarge:
                 refused.labels("unsubscribe", "too_large").inc()
                 return view.text("too large", status=413)
-        query = text_query(request.query)  # type: ignore[attr-defined]
+        query = text_query(request.query)
         try:
             # The link's checks never raise (a bad link is 403 before any change; the fuzz test holds them to it),
             # so what raises here is the ledger write of a valid link failing, which the person can only retry.
-            answer = await unsubscribes.handle(_text(recipient_id), query, request.method)  # type: ignore[attr-defined]
+            answer = await unsubscribes.handle(_text(recipient_id), query, request.method)
         except Exception:
             log.exception("unsubscribe failed")
             return view.text("Please try again later.", status=500)
@@ -170,19 +173,17 @@ def register_unsubscribe_view(app: faust.App, unsubscribes: Unsubscribes) -> Non
     app.page("/unsubscribe/{recipient_id}")(UnsubscribeView)
 
 
-def register_document_view(app: faust.App, documents: Documents, metrics: Metrics | None = None) -> None:
+def register_document_view(app: faust.App, documents: Documents, metrics: Metrics) -> None:
     """`GET /documents/{message_id}.pdf?e=…&s=…`, answered by any worker (every worker holds the documents).
-    Refusals are counted on `metrics` (by default the app's own, `app.herald.metrics`)."""
+    Refusals are counted on `metrics`."""
 
     class DocumentView(View):
         async def get(self, request: Request, message_id: str) -> Response:
-            query = request.query  # type: ignore[attr-defined]
+            query = request.query
             try:
                 valid = documents.verify(_text(message_id), _text(query.get("e", "")), _text(query.get("s", "")))
             except Exception:  # reading a link changes nothing: whatever it raises is a 400 (and a bug to fix)
-                counter = metrics or getattr(getattr(app, "herald", None), "metrics", None)
-                if counter is not None:
-                    counter.links_refused.labels("documents", "malformed").inc()
+                metrics.links_refused.labels("documents", "malformed").inc()
                 log.exception("document link raised while being checked; answered 400")
                 return self.text("link expired or invalid", status=400)
             if not valid:
@@ -228,7 +229,7 @@ def harden_responses(application: web.Application) -> None:
     # The 400 aiohttp answers to a request it cannot parse never reaches the application (no signal): its
     # `Server` header is aiohttp's default, read from this module global when the response is sent. Herald's
     # processes serve only Herald, so the default is Herald's too (aiohttp's client has its own User-Agent).
-    aiohttp.web_response.SERVER_SOFTWARE = SERVER_HEADER
+    aiohttp.web_response.SERVER_SOFTWARE = SERVER_HEADER  # type: ignore[attr-defined]  # imported there, not exported
 
 
 PRODUCTION_INDEX = "faust.web.apps.production_index:blueprint"

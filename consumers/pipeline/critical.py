@@ -39,7 +39,7 @@ def to_record(message: ConsumerRecord) -> Record:
                   timestamp=message.timestamp / 1000 if message.timestamp else None)
 
 
-class _Joined(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Joined(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped: a base of type Any
     def __init__(self) -> None:
         self.event = asyncio.Event()
 

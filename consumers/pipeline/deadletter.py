@@ -62,8 +62,9 @@ class DeadLetters:
             "herald-stage": stage.encode(),
             "herald-attempts": str(attempts).encode(),
         }
-        if first_failure or (dispatch and dispatch.first_failure_at):
-            headers["herald-first-failure"] = (first_failure or dispatch.first_failure_at).isoformat().encode()  # type: ignore[union-attr]
+        first_failure = first_failure or (dispatch.first_failure_at if dispatch else None)
+        if first_failure:
+            headers["herald-first-failure"] = first_failure.isoformat().encode()
         if message_id:
             headers["herald-message-id"] = message_id.encode()
         # Always fits: a record too big for the producer keeps its first bytes, its size and its digest.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
+from consumers.pipeline.outlets import Outlets
+from consumers.pipeline.records import publish_dispatch
 from schemas.dispatch import Dispatch
+from schemas.status import Status
 
 
 def next_dispatch(d: Dispatch) -> Dispatch | None:
@@ -26,3 +29,14 @@ def next_dispatch(d: Dispatch) -> Dispatch | None:
             "fallback": d.fallback[index + 1:],
         })
     return None
+
+
+async def fall_back(outlets: Outlets, d: Dispatch, why: str) -> Dispatch | None:
+    """Send the message on the next channel left (SMS -> voice -> email for a code), if any: `accepted` first,
+    so it precedes the new message's `sent`."""
+    nxt = next_dispatch(d)
+    if nxt is None:
+        return None
+    await outlets.statuses.for_dispatch(nxt, Status.ACCEPTED, attempt=0, detail=f"fallback: {why}")
+    await publish_dispatch(outlets.publisher, nxt)
+    return nxt

@@ -7,16 +7,13 @@ from datetime import UTC, datetime
 
 import orjson
 
-from consumers.observe.metrics import Metrics
-from consumers.pipeline.deadletter import DeadLetters, scrub
-from consumers.pipeline.identity import message_id, record_message_id
-from consumers.pipeline.records import Publisher, Record, once_durable
+from consumers.identity import message_id, record_message_id
+from consumers.pipeline.deadletter import scrub
+from consumers.pipeline.outlets import DEFAULT_MAX_RECORD_BYTES, Outlets
+from consumers.pipeline.records import Record, once_durable, publish_dispatch
 from consumers.pipeline.router import Rejection, Router, RouteResult
 from consumers.pipeline.scheduler import Scheduler
 from consumers.pipeline.sizes import record_size
-from consumers.pipeline.status import StatusEmitter
-from consumers.state.kvstore import KeyValueStore, MemoryStore
-from consumers.topics import dispatch_topic
 from schemas.status import Status
 
 log = logging.getLogger(__name__)
@@ -30,7 +27,7 @@ def identify(record: Record, limit: int) -> dict[str, str]:
     """The id, type and tenant of an event too large to route, so its `rejected` status can be found by event:
     from `ce_*` headers, or from the JSON when it is not absurdly large. Nothing else of it is looked at."""
     if any(k.startswith("ce_") for k in record.headers):
-        found = {ID_FIELDS[k[3:]]: v.decode(errors="replace") for k, v in record.headers.items()
+        found: dict[str, object] = {ID_FIELDS[k[3:]]: v.decode(errors="replace") for k, v in record.headers.items()
                  if k.startswith("ce_") and k[3:] in ID_FIELDS}
     elif len(record.value or b"") <= limit * IDENTIFY_FACTOR:
         try:
@@ -56,20 +53,17 @@ def received_at(record: Record) -> datetime | None:
 class IngestStage:
     """Runs the router on a record and carries out its decision."""
 
-    def __init__(self, router: Router, publisher: Publisher, statuses: StatusEmitter,
-                 dead_letters: DeadLetters, metrics: Metrics, scheduler: Scheduler, *,
-                 dedupe: KeyValueStore | None = None, caps: KeyValueStore | None = None,
-                 max_event_bytes: int = 1_048_576, max_record_bytes: int = 1_048_576) -> None:
+    def __init__(self, router: Router, outlets: Outlets, scheduler: Scheduler, *,
+                 max_event_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
         self.router = router
         self.max_event_bytes = max_event_bytes
         self.max_record_bytes = max_record_bytes
-        self.publisher = publisher
-        self.statuses = statuses
-        self.dead_letters = dead_letters
-        self.metrics = metrics
+        self.publisher = outlets.publisher
+        self.statuses = outlets.statuses
+        self.dead_letters = outlets.dead_letters
+        self.metrics = outlets.metrics
         self.scheduler = scheduler
-        self.dedupe = dedupe or router.dedupe
-        self.caps = caps or router.caps or MemoryStore()
 
     async def handle(self, record: Record) -> None:
         size = len(record.value or b"")
@@ -121,8 +115,7 @@ class IngestStage:
         for d in result.dispatches:
             # `accepted` is queued before the dispatch so it always precedes `sent` for the same key.
             await self.statuses.for_dispatch(d, Status.ACCEPTED, attempt=0)
-            topic = dispatch_topic(d.channel, critical=d.priority == "critical")
-            await self.publisher.send(topic, d.message_id.encode(), d.model_dump_json().encode(), durable=True)
+            await publish_dispatch(self.publisher, d)
         for due, d, reason in result.scheduled:
             await self.scheduler.add(due, d, reason)
             await self.statuses.for_dispatch(d, Status.SCHEDULED, attempt=0, detail=f"{reason} {due.isoformat()}")
@@ -138,7 +131,7 @@ class IngestStage:
 
             async def remember() -> None:
                 try:
-                    await self.dedupe.put(key, seen)
+                    await self.router.dedupe.put(key, seen)
                 finally:
                     pending.dedupe.discard(key)
 
@@ -154,7 +147,8 @@ class IngestStage:
 
             async def count() -> None:
                 try:
-                    await self.caps.put(cap, str(int(self.caps.get(cap) or b"0") + added).encode())
+                    caps = self.router.caps
+                    await caps.put(cap, str(int(caps.get(cap) or b"0") + added).encode())
                 finally:
                     uncount()
 

@@ -13,8 +13,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
+from consumers.identity import record_message_id
 from consumers.pipeline.deadletter import DeadLetters
-from consumers.pipeline.identity import record_message_id
 from consumers.pipeline.records import AFTER_ACKS, PENDING_ACKS, UNDO, Record
 
 log = logging.getLogger(__name__)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from consumers.topics import dispatch_topic
+from schemas.dispatch import Dispatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,13 @@ class Publisher(Protocol):
 
     async def send(self, topic: str, key: bytes | None, value: bytes,
                    headers: Mapping[str, bytes] | None = None, *, durable: bool = False) -> None: ...
+
+
+async def publish_dispatch(publisher: Publisher, d: Dispatch) -> None:
+    """Publish a dispatch on its channel's lane (critical or normal), keyed by message id. Durable: the record
+    that led to it is committed only once the broker has it."""
+    topic = dispatch_topic(d.channel, critical=d.priority == "critical")
+    await publisher.send(topic, d.message_id.encode(), d.model_dump_json().encode(), durable=True)
 
 
 # When an agent handles records in batches, acknowledgements it must wait for are collected here and awaited
@@ -49,9 +59,9 @@ async def once_durable(step: Callable[[], Awaitable[None]], undo: Callable[[], N
         undos.append(undo)
 
 
-def header_map(raw: object) -> dict[str, bytes]:
+def header_map(raw: Mapping[Any, object] | Iterable[tuple[object, object]] | None) -> dict[str, bytes]:
     """Faust hands headers over as a mapping or a list of pairs; stages want a dict of bytes."""
     if not raw:
         return {}
     items = raw.items() if isinstance(raw, Mapping) else raw
-    return {str(k): (v if isinstance(v, bytes) else str(v).encode()) for k, v in items}  # type: ignore[union-attr]
+    return {str(k): (v if isinstance(v, bytes) else str(v).encode()) for k, v in items}

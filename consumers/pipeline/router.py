@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from pydantic import ValidationError
 
-from consumers.pipeline.identity import idempotency_key, message_id
+from consumers.clock import utcnow
+from consumers.identity import idempotency_key, message_id
 from consumers.pipeline.policy import cap_key, dedupe_key, next_send_time, quiet_hours_apply, send_window
 from consumers.state.kvstore import KeyValueStore, MemoryStore
 from schemas.catalog import Catalog, CatalogEntry, Priority
@@ -28,10 +29,6 @@ log = logging.getLogger(__name__)
 
 
 TYPE_NAME = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9_-]+){0,5}", re.IGNORECASE)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +258,7 @@ class Router:
 
     def _candidates(self, event: CloudEvent, entry: CatalogEntry) -> list[tuple[str, str]]:
         """(channel, address) in the catalog's order, narrowed by the event's `channels`, that have a sender."""
-        found = []
+        found: list[tuple[str, str]] = []
         for channel in (c.value for c in entry.channels):
             if event.channels is not None and channel not in event.channels:
                 continue

@@ -16,10 +16,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from consumers.pipeline.records import Publisher
+from consumers.pipeline.records import Publisher, publish_dispatch
 from consumers.pipeline.status import StatusEmitter
 from consumers.state.kvstore import KeyValueStore
-from consumers.topics import dispatch_topic
 from schemas.dispatch import Dispatch
 from schemas.status import Status
 
@@ -109,8 +108,7 @@ class Scheduler:
                 if self.on_receipt_check is not None:
                     await self.on_receipt_check(d)
             else:
-                topic = dispatch_topic(d.channel, critical=d.priority == "critical")
-                await self.publisher.send(topic, d.message_id.encode(), d.model_dump_json().encode(), durable=True)
+                await publish_dispatch(self.publisher, d)
             await self.store.delete(key)
             self._parsed.pop(key, None)
             released += 1

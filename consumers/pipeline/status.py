@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
+from consumers.identity import recipient_hash
 from consumers.observe.metrics import Metrics
-from consumers.pipeline.identity import recipient_hash
 from consumers.pipeline.records import Publisher
 from schemas.dispatch import Dispatch
 from schemas.events import CloudEvent

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from channels.rendering.pdf import html_to_pdf
 from channels.rendering.render import Renderer
 from channels.signatures import unix_seconds
-from consumers.pipeline.identity import KeyRing
+from consumers.identity import KeyRing
 from consumers.state.kvstore import KeyValueStore
 from schemas.dispatch import Dispatch
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import ValidationError
 
-from consumers.inbound.replies import Conversations
 from consumers.pipeline.status import StatusEmitter
+from consumers.state.conversations import Conversations
 from consumers.state.kvstore import KeyValueStore
 from consumers.state.preferences import PROMOTIONAL_PREFIX, AddressConsent
 from schemas.dispatch import Dispatch

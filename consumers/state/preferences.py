@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from channels.errors import InvalidRecipient
 from channels.phone import to_e164
-from consumers.pipeline.identity import KeyRing, recipient_hash
+from consumers.clock import utcnow
+from consumers.identity import KeyRing, recipient_hash
 from consumers.state.kvstore import KeyValueStore
 from schemas.catalog import Channel
 from schemas.preferences import Preferences
@@ -39,10 +40,6 @@ REFUSALS = ("suppressed_address", "opted_out", "consent")
 PHONE_CHANNELS = frozenset({"sms", "voice", "whatsapp"})
 # Keys of `AddressConsents`: `sha256:…` for an address, this prefix + recipient id for promotional opt-in times.
 PROMOTIONAL_PREFIX = "optin|"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def consent(prefs: Preferences | None, *, category: str, channel: str, address_hash: str | None) -> str | None:
@@ -135,7 +132,7 @@ class AddressConsents:
     `HERALD_SECRET_PREVIOUS` are found too (`keys`), so an address's STOP or unsubscribe outlives the rotation."""
 
     def __init__(self, store: KeyValueStore, secret: bytes | KeyRing, *,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.ring = KeyRing.of(secret)
         self.secret = self.ring.current
@@ -244,7 +241,7 @@ class PreferenceLedger:
     it locally); across workers the latest write wins, which the compacted topic makes eventually consistent.
     """
 
-    def __init__(self, store: KeyValueStore, *, clock: Callable[[], datetime] = _utcnow,
+    def __init__(self, store: KeyValueStore, *, clock: Callable[[], datetime] = utcnow,
                  addresses: AddressConsents | None = None) -> None:
         self.store = store
         self.clock = clock

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from channels.providers.sms import TwilioSettings
+from channels.providers._twilio import TwilioSettings
 from channels.signatures import twilio_signature
 from consumers.cli.publish import make_event
 from consumers.dev.simulator.app import SimServer

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from channels.providers._twilio import TwilioSettings
 from channels.providers.sendgrid import DEV_WEBHOOK_PRIVATE_KEY, sendgrid_signature
-from channels.providers.sms import TwilioSettings
 from channels.providers.whatsapp import MetaSettings
 from channels.signatures import meta_signature, twilio_signature
 from consumers.dev.simulator.app import SimServer

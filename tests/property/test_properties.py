@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from channels.providers.email import clean_header
+from channels.providers.email_headers import clean_header
 from channels.rendering.render import locale_chain
 from channels.segments import GSM7_BASIC, GSM7_EXTENDED, sms_segments
 from schemas.events import CloudEvent

@@ -4,6 +4,7 @@ belongs to, and before Herald ever sent to it; a START undoes only what that add
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -11,20 +12,24 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import orjson
 import pytest
 
-from channels.providers.sms import TwilioSettings, TwilioSmsProvider
+from channels.base import WebhookReceiver
+from channels.providers._twilio import TwilioSettings
+from channels.providers.sms import TwilioSmsProvider
 from channels.rendering.render import Renderer
 from channels.signatures import twilio_signature
 from channels.webhooks import InboundMessage, WebhookRequest, WebhookResult
+from consumers import hooks
 from consumers.app import BUNDLED_CATALOG
 from consumers.cli.publish import make_event
 from consumers.inbound.hearback import HearBack
 from consumers.inbound.unsubscribe import Unsubscribes, unsubscribe_link
 from consumers.observe.metrics import Metrics
-from consumers.pipeline import hooks
-from consumers.pipeline.deadletter import DeadLetters
-from consumers.pipeline.delivery import DeliveryStage
+from consumers.pipeline.delivery import DeliveryHooks, DeliveryStage
+from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import Record
 from consumers.pipeline.router import Router
+from consumers.pipeline.scheduler import Scheduler
+from consumers.state.documents import Documents
 from consumers.state.kvstore import MemoryStore
 from consumers.state.preferences import (
     AddressConsents,
@@ -33,6 +38,7 @@ from consumers.state.preferences import (
     edit,
     normalise_address,
 )
+from consumers.state.sends import SendLedger
 from schemas.catalog import Catalog, Channel
 from schemas.dispatch import Dispatch
 from schemas.events import Recipient
@@ -63,22 +69,28 @@ class Herald:
                                        addresses=AddressConsents(self.consent_store, SECRET, clock=self.clock))
         self.check = hooks.consent_check(self.ledger, SECRET)
         self.publisher, self.metrics = RecordingPublisher(), Metrics()
-        from consumers.pipeline.status import StatusEmitter
-
-        self.statuses = StatusEmitter(self.publisher, self.metrics, SECRET, self.clock)
+        self.outlets = Outlets.build(self.publisher, self.metrics, SECRET, self.clock)
+        self.statuses = self.outlets.statuses
         provider = TwilioSmsProvider(TwilioSettings(), Settings(public_url=PUBLIC, secret="x" * 16))
         self.contacts = dict(contacts or {})
-        self.hearback = HearBack({("sms", "twilio"): provider}, self.statuses, self.publisher, self.metrics,
-                                 self.clock, ledger=self.ledger, contacts=self.contacts.get, secret=SECRET)
+        self.hearback = self.hearing({("sms", "twilio"): provider})
         self.router = Router(CATALOG, ("email", "sms"), clock=self.clock, consent=self.check,
                              preferences=self.ledger.get)
         self.sms = ScriptedSender(name="twilio", channel="sms")
         self.email = ScriptedSender(name="smtp", channel="email")
-        self.delivery = DeliveryStage(Renderer(), {"sms": self.sms, "email": self.email}, self.statuses,
-                                      DeadLetters(self.publisher, self.metrics, self.statuses), self.metrics,
-                                      clock=self.clock, template_globals={"brand": "Shop", "document_url": None},
-                                      consent=self.check,
-                                      headers=hooks.unsubscribe_headers(SECRET, PUBLIC))
+        renderer, globals_ = Renderer(), {"brand": "Shop", "document_url": None}
+        self.delivery = DeliveryStage(
+            renderer, {"sms": self.sms, "email": self.email}, CATALOG, self.outlets,
+            sends=SendLedger(MemoryStore(), self.clock),
+            documents=Documents(MemoryStore(), renderer, SECRET, PUBLIC, template_globals=globals_, clock=self.clock),
+            scheduler=Scheduler(MemoryStore(), self.publisher, self.statuses, clock=self.clock), clock=self.clock,
+            template_globals=globals_,
+            hooks=DeliveryHooks(consent=self.check, headers=hooks.unsubscribe_headers(SECRET, PUBLIC)))
+
+    def hearing(self, receivers: dict[tuple[str, str], WebhookReceiver]) -> HearBack:
+        """A webhook handler on this Herald's ledger and contacts."""
+        return HearBack(receivers, self.outlets, self.clock, ledger=self.ledger, contacts=self.contacts.get,
+                        replays=MemoryStore())
 
     def clock(self) -> datetime:
         return self.now
@@ -114,8 +126,10 @@ def person(recipient_id: str, **addresses: str) -> dict[str, Any]:
 def dispatch(recipient_id: str, channel: str, *, category: str = "transactional", **addresses: str) -> Dispatch:
     event_type, payload = (("offer.loyalty", OFFER) if category == "promotional" else
                            ("shipping.dispatched", SHIPPING))
-    return Dispatch(message_id=f"msg-{recipient_id}-{channel}", event_id="evt-1", event_type=event_type,
-                    event_time=NOW, channel=channel, category=category, priority="normal", idempotency_key="k",
+    # A message id of its own per dispatch: the send ledger deduplicates a message id sent before.
+    return Dispatch(message_id=f"msg-{recipient_id}-{channel}-{uuid.uuid4().hex[:8]}", event_id="evt-1",
+                    event_type=event_type, event_time=NOW, channel=channel, category=category, priority="normal",
+                    idempotency_key="k",
                     to=Recipient(id=recipient_id, locale="es-ES", **addresses), payload=payload,
                     expires_at=NOW + timedelta(days=1))
 
@@ -348,8 +362,7 @@ async def test_address_unsubscribe__the_providers_unsubscribe_event_holds_for_an
     herald = Herald()
     await consented(herald, "shop-account-9")
     receiver = _Receiver(WebhookResult(statuses=[_Addressed(Status.UNSUBSCRIBED, "ANA@example.com")]))
-    hearback = HearBack({("email", "sendgrid"): receiver}, herald.statuses, herald.publisher, herald.metrics,
-                        herald.clock, ledger=herald.ledger, secret=SECRET)
+    hearback = herald.hearing({("email", "sendgrid"): receiver})
 
     answer = await hearback.handle("email", "sendgrid", WebhookRequest(method="POST", url=PUBLIC, headers={},
                                                                        query={}, body=b"[]"))
@@ -394,8 +407,7 @@ async def test_address_stop__whatsapp_number_without_plus_matches_the_events_num
     herald = Herald()
     message = InboundMessage(channel="whatsapp", sender="34600111222", text="STOPP")
     receiver = _Receiver(WebhookResult(inbound=[message]))
-    hearback = HearBack({("whatsapp", "meta"): receiver}, herald.statuses, herald.publisher, herald.metrics,
-                        herald.clock, ledger=herald.ledger, secret=SECRET)
+    hearback = herald.hearing({("whatsapp", "meta"): receiver})
 
     await hearback.handle("whatsapp", "meta", WebhookRequest(method="POST", url=PUBLIC, headers={}, query={},
                                                              body=b"{}"))

@@ -10,17 +10,9 @@ from channels.base import OutboundMessage, Sender, SendResult
 from channels.errors import InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
 from channels.rendering.render import Rendered
 from channels.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSender, CircuitBreaker
-from tests.fakes import ScriptedSender
+from tests.fakes import FakeClock, ScriptedSender
 
 pytestmark = pytest.mark.unit
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def message(n: int = 1) -> OutboundMessage:
@@ -54,7 +46,7 @@ STATE_CASES = [
 ]
 
 
-def run(breaker: CircuitBreaker, clock: FakeClock, steps: str) -> None:
+def run(breaker: CircuitBreaker, clock: FakeClock[float], steps: str) -> None:
     for step in steps.split():
         if step == "f":
             breaker.record(down())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 import pytest
@@ -16,23 +15,9 @@ from channels.resilience.chain import ProviderChain, unwrap
 from channels.resilience.ratelimit import RateLimitedSender, TokenBucket
 from consumers.app import webhook_receivers
 from schemas.settings import Settings
-from tests.fakes import ScriptedSender
+from tests.fakes import FakeClock, ScriptedSender
 
 pytestmark = pytest.mark.unit
-
-
-class FakeClock:
-    """Simulated monotonic time; `sleep` advances it instead of waiting."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 def message(n: int = 1) -> OutboundMessage:
@@ -132,7 +117,7 @@ RETRY_EVERY = 60.0  # the caller's scheduler, when no provider is left
 class OutageProvider:
     """Answers 503 while the simulated time is inside the outage; notes every call."""
 
-    clock: FakeClock
+    clock: FakeClock[float]
     name: str = "primary"
     channel: str = "sms"
     calls: list[float] = field(default_factory=list)
@@ -155,7 +140,7 @@ class OutageProvider:
 
 @dataclass
 class Guarded:
-    clock: FakeClock
+    clock: FakeClock[float]
     primary: OutageProvider
     breaker: CircuitBreaker
     sender: BreakerSender

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from channels.errors import InvalidRecipient, ProviderUnavailable, RateLimited
-from channels.rendering.render import Renderer
+from channels.rendering.render import BUNDLED_TEMPLATES, Renderer
+from consumers import hooks
 from consumers.observe.metrics import Metrics
-from consumers.pipeline.deadletter import DeadLetters
-from consumers.pipeline.delivery import DeliveryStage
+from consumers.pipeline.delivery import Backoff, DeliveryHooks, DeliveryStage
+from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import Record
-from consumers.pipeline.status import StatusEmitter
+from consumers.pipeline.scheduler import Scheduler
+from consumers.state.documents import Documents
+from consumers.state.kvstore import MemoryStore
+from consumers.state.sends import SendLedger
+from schemas.catalog import Catalog
 from schemas.dispatch import Dispatch
 from schemas.events import Recipient
 from schemas.status import Status
-from tests.fakes import RecordingPublisher, ScriptedSender
+from tests.fakes import FakeClock, RecordingPublisher, ScriptedSender
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+BUNDLED_CATALOG = BUNDLED_TEMPLATES / "catalog.yaml"
 
 
 def dispatch(**overrides: object) -> Dispatch:
@@ -41,18 +50,48 @@ def record(d: Dispatch | bytes) -> Record:
     return Record(topic="h.dispatch.email", partition=0, offset=7, key=b"msg-1", value=value)
 
 
-def stage(sender: ScriptedSender, templates: Path | None = None) -> tuple[DeliveryStage, RecordingPublisher, Metrics]:
-    publisher, metrics = RecordingPublisher(), Metrics()
-    statuses = StatusEmitter(publisher, metrics, b"secret", lambda: NOW)
-    dead_letters = DeadLetters(publisher, metrics, statuses)
-    s = DeliveryStage(Renderer(templates), {"email": sender}, statuses, dead_letters, metrics,
-                      clock=lambda: NOW, template_globals={"brand": "Shop"}, backoff=0.0)
-    return s, publisher, metrics
+@dataclass
+class Delivery:
+    """A delivery stage on in-memory state, with the scheduler it hands retries and leases to."""
+
+    stage: DeliveryStage
+    publisher: RecordingPublisher
+    metrics: Metrics
+    scheduler: Scheduler
+    clock: FakeClock[datetime]
+
+    def scheduled(self) -> list[tuple[datetime, Dispatch, str]]:
+        return [(entry.due_at, entry.dispatch, entry.reason) for _, entry in self.scheduler.entries()]
+
+    async def run_scheduled(self) -> None:
+        """Let time pass until nothing is scheduled, handing every released dispatch back to the stage."""
+        while due := self.scheduled():
+            self.clock.now = max(self.clock.now, min(at for at, _, _ in due))
+            before = len(self.publisher.on("dispatch.email"))
+            await self.scheduler.release_due()
+            for sent in self.publisher.on("dispatch.email")[before:]:
+                await self.stage.handle(record(sent.value))
+
+
+def stage(sender: ScriptedSender, templates: Path | None = None, *, hooks: DeliveryHooks | None = None) -> Delivery:
+    publisher, metrics, clock = RecordingPublisher(), Metrics(), FakeClock(NOW)
+    outlets = Outlets.build(publisher, metrics, b"secret", clock)
+    renderer = Renderer(templates)
+    globals_ = {"brand": "Shop", "document_url": None}
+    scheduler = Scheduler(MemoryStore(), publisher, outlets.statuses, clock=clock)
+    s = DeliveryStage(renderer, {"email": sender, "sms": ScriptedSender(name="sms", channel="sms")},
+                      Catalog.load(BUNDLED_CATALOG), outlets, sends=SendLedger(MemoryStore(), clock),
+                      documents=Documents(MemoryStore(), renderer, b"secret", "https://herald.example.com",
+                                          template_globals=globals_, clock=clock),
+                      scheduler=scheduler, clock=clock, template_globals=globals_, hooks=hooks or DeliveryHooks(),
+                      backoff=Backoff(base=0.0))
+    return Delivery(s, publisher, metrics, scheduler, clock)
 
 
 async def test_deliver__sends_once_and_publishes_sent_in_the_recipients_language() -> None:
     sender = ScriptedSender()
-    s, publisher, metrics = stage(sender)
+    rig = stage(sender)
+    s, publisher, metrics = rig.stage, rig.publisher, rig.metrics
     await s.handle(record(dispatch()))
     [message] = sender.sent
     assert message.address == "ana@example.com" and message.rendered.locale == "es"
@@ -65,7 +104,8 @@ async def test_deliver__sends_once_and_publishes_sent_in_the_recipients_language
 
 async def test_deliver__missing_template_variable_is_rejected_and_dead_lettered() -> None:
     sender = ScriptedSender()
-    s, publisher, _ = stage(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     await s.handle(record(dispatch(payload={"order_id": "1"})))
     assert sender.sent == []
     status, dead = publisher.statuses()
@@ -79,7 +119,8 @@ async def test_deliver__missing_template_variable_is_rejected_and_dead_lettered(
 
 async def test_deliver__permanent_error_fails_at_once_with_the_provider_code() -> None:
     sender = ScriptedSender(script=[InvalidRecipient("no such user", code="550")])
-    s, publisher, _ = stage(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     await s.handle(record(dispatch()))
     assert [x.status for x in publisher.statuses()] == [Status.FAILED, Status.DEAD_LETTERED]
     assert publisher.statuses()[0].detail == "550"
@@ -88,8 +129,10 @@ async def test_deliver__permanent_error_fails_at_once_with_the_provider_code() -
 
 async def test_deliver__transient_errors_are_retried_with_attempt_numbers() -> None:
     sender = ScriptedSender(script=[ProviderUnavailable("timeout"), RateLimited("slow down", retry_after=0.01)])
-    s, publisher, _ = stage(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     await s.handle(record(dispatch()))
+    await rig.run_scheduled()
     assert [(x.status, x.attempt) for x in publisher.statuses()] == [
         (Status.RETRYING, 1), (Status.RETRYING, 2), (Status.SENT, 3)]
     assert len(sender.sent) == 1
@@ -97,8 +140,10 @@ async def test_deliver__transient_errors_are_retried_with_attempt_numbers() -> N
 
 async def test_deliver__transient_errors_past_the_attempts_fail_and_dead_letter() -> None:
     sender = ScriptedSender(script=[ProviderUnavailable("down")] * 3)
-    s, publisher, _ = stage(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     await s.handle(record(dispatch()))
+    await rig.run_scheduled()
     assert [x.status for x in publisher.statuses()] == [Status.RETRYING, Status.RETRYING, Status.FAILED,
                                                         Status.DEAD_LETTERED]
     headers = publisher.on("deadletter")[0].headers
@@ -109,14 +154,16 @@ async def test_deliver__transient_errors_past_the_attempts_fail_and_dead_letter(
 
 async def test_deliver__expired_dispatch_is_not_sent() -> None:
     sender = ScriptedSender()
-    s, publisher, _ = stage(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     await s.handle(record(dispatch(expires_at=NOW - timedelta(seconds=1))))
     assert sender.sent == []
     assert [x.status for x in publisher.statuses()] == [Status.EXPIRED]
 
 
 async def test_deliver__unreadable_dispatch_is_dead_lettered() -> None:
-    s, publisher, _ = stage(ScriptedSender())
+    rig = stage(ScriptedSender())
+    s, publisher = rig.stage, rig.publisher
     await s.handle(record(b'{"message_id": 1}'))
     assert [x.status for x in publisher.statuses()] == [Status.REJECTED, Status.DEAD_LETTERED]
     assert publisher.on("deadletter")[0].headers["herald-error"] == b"invalid_dispatch"
@@ -124,7 +171,8 @@ async def test_deliver__unreadable_dispatch_is_dead_lettered() -> None:
 
 async def test_deliver__invoice_email_carries_its_pdf_in_the_recipients_language() -> None:
     sender = ScriptedSender()
-    s, publisher, _ = stage(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     payload = {"invoice_number": "INV-1", "amount": "249.00", "currency": "EUR", "issued_at": "2026-11-24",
                "due_date": "2026-12-24", "invoice_url": "https://billing.example.com/i/INV-1"}
     await s.handle(record(dispatch(event_type="invoice.issued", payload=payload)))
@@ -137,7 +185,8 @@ async def test_deliver__invoice_email_carries_its_pdf_in_the_recipients_language
 
 async def test_deliver__invalid_inline_attachment_fails_without_sending() -> None:
     sender = ScriptedSender()
-    s, publisher, _ = stage(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     payload = {"order_id": "1001", "total": "59.90", "currency": "EUR", "items": [],
                "attachments": [{"filename": "x.pdf", "content_type": "application/pdf", "content_base64": "%%%"}]}
     await s.handle(record(dispatch(payload=payload)))
@@ -146,28 +195,10 @@ async def test_deliver__invalid_inline_attachment_fails_without_sending() -> Non
     assert publisher.on("deadletter")[0].headers["herald-error"] == b"rejected"
 
 
-def stage_with_state(sender: ScriptedSender, **kwargs: object) -> tuple[DeliveryStage, RecordingPublisher, list]:
-    from consumers.state.kvstore import MemoryStore
-    from consumers.state.sends import SendLedger
-
-    publisher, metrics = RecordingPublisher(), Metrics()
-    statuses = StatusEmitter(publisher, metrics, b"secret", lambda: NOW)
-    retries: list = []
-
-    async def retry(due: datetime, d: Dispatch, reason: str) -> None:
-        retries.append((due, d, reason))
-
-    s = DeliveryStage(Renderer(), {"email": sender, "sms": ScriptedSender(name="sms", channel="sms")}, statuses,
-                      DeadLetters(publisher, metrics, statuses), metrics, clock=lambda: NOW,
-                      template_globals={"brand": "Shop", "document_url": None}, sends=SendLedger(MemoryStore(),
-                                                                                              lambda: NOW),
-                      retry=retry, publisher=publisher, **kwargs)  # type: ignore[arg-type]
-    return s, publisher, retries
-
-
 async def test_deliver__a_redelivered_dispatch_is_not_sent_twice() -> None:
     sender = ScriptedSender()
-    s, publisher, _ = stage_with_state(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     await s.handle(record(dispatch()))
     await s.handle(record(dispatch()))  # the same record again: crash before commit, rebalance…
     assert len(sender.sent) == 1
@@ -176,7 +207,8 @@ async def test_deliver__a_redelivered_dispatch_is_not_sent_twice() -> None:
 
 async def test_deliver__stop_that_arrived_while_queued_stops_the_message() -> None:
     sender = ScriptedSender()
-    s, publisher, _ = stage_with_state(sender, consent=lambda rid, cat, ch, addr: "opted_out")
+    rig = stage(sender, hooks=DeliveryHooks(consent=lambda rid, cat, ch, addr: "opted_out"))
+    s, publisher = rig.stage, rig.publisher
     await s.handle(record(dispatch()))
     assert sender.sent == []
     assert [(x.status, x.detail) for x in publisher.statuses()] == [(Status.SUPPRESSED, "opted_out")]
@@ -184,9 +216,10 @@ async def test_deliver__stop_that_arrived_while_queued_stops_the_message() -> No
 
 async def test_deliver__retriable_error_goes_to_the_scheduler_with_backoff_and_retry_after() -> None:
     sender = ScriptedSender(script=[RateLimited("slow down", retry_after=2.0)])
-    s, publisher, retries = stage_with_state(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     await s.handle(record(dispatch()))
-    [(due, again, reason)] = retries
+    [(due, again, reason)] = rig.scheduled()
     assert reason == "retry" and again.attempt == 2 and due >= NOW + timedelta(seconds=2)
     assert [(x.status, x.attempt) for x in publisher.statuses()] == [(Status.RETRYING, 1)]
     await s.handle(record(again))
@@ -195,7 +228,8 @@ async def test_deliver__retriable_error_goes_to_the_scheduler_with_backoff_and_r
 
 async def test_deliver__permanent_failure_falls_back_to_the_next_channel() -> None:
     sender = ScriptedSender(script=[InvalidRecipient("no such user", code="550")])
-    s, publisher, _ = stage_with_state(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     d = dispatch(fallback=["sms"], to=Recipient(id="u1", email="ana@example.com", phone="+34600111222",
                                                 locale="es-ES"))
     await s.handle(record(d))
@@ -207,12 +241,12 @@ async def test_deliver__permanent_failure_falls_back_to_the_next_channel() -> No
 
 async def test_deliver__an_attempt_another_worker_holds_waits_for_its_lease() -> None:
     sender = ScriptedSender()
-    s, _, retries = stage_with_state(sender)
-    assert s.sends is not None
+    rig = stage(sender)
+    s = rig.stage
     await s.sends.pending(dispatch())  # another worker started this attempt just now
     await s.handle(record(dispatch()))
     assert sender.sent == []
-    [(due, again, reason)] = retries
+    [(due, again, reason)] = rig.scheduled()
     assert reason == "lease" and due == NOW + timedelta(seconds=60) and again.attempt == 1
 
 
@@ -220,13 +254,43 @@ async def test_deliver__two_copies_in_flight_in_one_worker_are_sent_once() -> No
     # The first copy is suspended building its attachment (before its `pending` record exists) when a replayed
     # copy arrives: the second must wait for a lease, not send alongside.
     sender = ScriptedSender()
-    s, publisher, retries = stage_with_state(sender)
+    rig = stage(sender)
+    s, publisher = rig.stage, rig.publisher
     payload = {"order_id": "1001", "total": "59.90", "currency": "EUR", "items": [],
                "attachments": [{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]}
     await asyncio.gather(s.handle(record(dispatch(payload=payload))), s.handle(record(dispatch(payload=payload))))
     assert len(sender.sent) == 1
-    [(due, _, reason)] = retries
-    assert (reason, due) == ("lease", NOW + s.sends.lease)  # type: ignore[union-attr]
+    [(due, _, reason)] = rig.scheduled()
+    assert (reason, due) == ("lease", NOW + s.sends.lease)
     assert [x.status for x in publisher.statuses()] == [Status.SENT]
     await s.handle(record(dispatch(payload=payload)))  # when the lease ends: already sent
     assert len(sender.sent) == 1 and publisher.statuses()[-1].status is Status.DEDUPLICATED
+
+
+def otp(**overrides: object) -> Dispatch:
+    to = Recipient(id="u1", email="ana@example.com", phone="+34600111222", locale="es-ES")
+    return dispatch(**{"event_type": "otp.requested", "channel": "sms", "priority": "critical", "to": to,
+                       "payload": {"code": "482913", "expires_minutes": 10}, "fallback": ["voice", "email"],
+                       **overrides})
+
+
+@pytest.mark.parametrize("receipt", [None, Status.DELIVERED], ids=["silence", "delivered"])
+async def test_deliver__no_receipt_within_the_types_wait_sends_the_next_channel(receipt: Status | None) -> None:
+    # otp.requested waits 2 minutes for a delivery receipt (receipt_wait in the catalog), then falls back.
+    rig = stage(ScriptedSender())
+    rig.scheduler.on_receipt_check = hooks.receipt_check(rig.stage.sends, rig.stage.outlets)
+    await rig.stage.handle(record(otp()))
+    [(due, _, reason)] = rig.scheduled()
+    assert (due, reason) == (NOW + timedelta(minutes=2), "receipt_wait")
+    if receipt is not None:
+        await hooks.receipt_outcomes(rig.stage.sends, rig.stage.outlets)("msg-1", receipt)
+    rig.clock.advance(minutes=2)
+    await rig.scheduler.release_due()
+    assert rig.scheduled() == []
+    nxt = rig.publisher.json("dispatch.voice.critical")
+    if receipt is None:
+        assert [d["channel"] for d in nxt] == ["voice"] and nxt[0]["fallback"] == ["email"]
+        assert rig.publisher.statuses()[-1].detail == "fallback: sms no receipt"
+    else:
+        assert nxt == []
+    assert rig.publisher.on("dispatch.sms.critical") == []  # the sent message itself is never published again

@@ -12,8 +12,9 @@ from aiosmtpd.controller import Controller
 
 from channels.base import OutboundMessage
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, Rejected
-from channels.providers.email import SmtpEmailProvider, SmtpSettings, clean_header
+from channels.providers.email import SmtpEmailProvider, SmtpSettings
 from channels.providers.email import build_email as build_mime
+from channels.providers.email_headers import clean_header
 from channels.rendering.render import Rendered
 from consumers.dev.broker import free_port
 from consumers.dev.mailsink import MailSink, start_mail_sink

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.inbound.replies import Conversations, Question
 from consumers.observe.metrics import Metrics
 from consumers.pipeline.policy import cap_key
 from consumers.pipeline.scheduler import Scheduler
 from consumers.pipeline.status import StatusEmitter
+from consumers.state.conversations import Conversations, Question
 from consumers.state.erasure import forget
 from consumers.state.kvstore import MemoryStore
 from consumers.state.sends import SendLedger

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import orjson
 import pytest
 
-from channels.providers.sms import TwilioSettings, TwilioSmsProvider
+from channels.providers._twilio import TwilioSettings
+from channels.providers.sms import TwilioSmsProvider
 from channels.signatures import twilio_signature
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResult
+from consumers.identity import recipient_hash
 from consumers.inbound.hearback import REPLY_TYPE, HearBack
 from consumers.observe.metrics import Metrics
-from consumers.pipeline.identity import recipient_hash
-from consumers.pipeline.status import StatusEmitter
+from consumers.pipeline.outlets import Outlets
 from consumers.state.kvstore import MemoryStore
 from consumers.state.preferences import PreferenceLedger, consent
 from schemas.catalog import Channel
@@ -31,10 +33,8 @@ TOKEN = TwilioSettings().auth_token.get_secret_value()
 
 
 def hearback() -> tuple[HearBack, RecordingPublisher, Metrics]:
-    publisher, metrics = RecordingPublisher(), Metrics()
-    provider = TwilioSmsProvider(TwilioSettings(), Settings(public_url=PUBLIC, secret="x" * 16))
-    statuses = StatusEmitter(publisher, metrics, b"secret", lambda: NOW)
-    return HearBack({("sms", "twilio"): provider}, statuses, publisher, metrics, lambda: NOW), publisher, metrics
+    hb, publisher, metrics, _ = ledger_hearback(contacts={})
+    return hb, publisher, metrics
 
 
 def twilio_post(form: dict[str, str], query: str = "message_id=msg-1", token: str = TOKEN,
@@ -119,17 +119,6 @@ CONTACTS = {"+34600111222": "user-42", "ana@example.com": "user-42"}
 
 
 @dataclass
-class Replies:
-    calls: list[tuple[InboundMessage, str]] = field(default_factory=list)
-    fail: bool = False
-
-    async def __call__(self, inbound: InboundMessage, kind: str) -> None:
-        self.calls.append((inbound, kind))
-        if self.fail:
-            raise RuntimeError("the acknowledgement could not be sent")
-
-
-@dataclass
 class FakeReceiver:
     """A provider that trusts every request and says what the test scripted."""
 
@@ -159,25 +148,24 @@ class AddressedUpdate:
 
 
 def ledger_hearback(receivers: dict | None = None, *, contacts: dict[str, str] | None = None,
-                    ledger: bool = True, replies: Replies | None = None,
                     ) -> tuple[HearBack, RecordingPublisher, Metrics, PreferenceLedger]:
     publisher, metrics = RecordingPublisher(), Metrics()
     provider = TwilioSmsProvider(TwilioSettings(), Settings(public_url=PUBLIC, secret="x" * 16))
-    statuses = StatusEmitter(publisher, metrics, SECRET, lambda: NOW)
     prefs = PreferenceLedger(MemoryStore(), clock=lambda: NOW)
     book = CONTACTS if contacts is None else contacts
-    hb = HearBack(receivers or {("sms", "twilio"): provider}, statuses, publisher, metrics, lambda: NOW,
-                  ledger=prefs if ledger else None, contacts=book.get, send_reply=replies)
+    hb = HearBack(receivers or {("sms", "twilio"): provider}, Outlets.build(publisher, metrics, SECRET, lambda: NOW),
+                  lambda: NOW, ledger=prefs, contacts=book.get, replays=MemoryStore())
     return hb, publisher, metrics, prefs
 
 
 def inbound_sms(text: str, sender: str = "+34600111222") -> WebhookRequest:
-    return twilio_post({"MessageSid": "SM9", "From": sender, "To": "+15005550006", "Body": text}, query="")
+    # A vendor id of its own per message: the same id twice is a replay, applied once.
+    form = {"MessageSid": f"SM{uuid.uuid4().hex}", "From": sender, "To": "+15005550006", "Body": text}
+    return twilio_post(form, query="")
 
 
-async def test_hearback__stop_opts_the_channel_out_publishes_the_reply_and_acknowledges() -> None:
-    replies = Replies()
-    hb, publisher, metrics, prefs = ledger_hearback(replies=replies)
+async def test_hearback__stop_opts_the_channel_out_publishes_the_reply() -> None:
+    hb, publisher, metrics, prefs = ledger_hearback()
     answer = await hb.handle("sms", "twilio", inbound_sms("Stop."))
     assert answer.status == 200
     doc = prefs.get("user-42")
@@ -186,64 +174,40 @@ async def test_hearback__stop_opts_the_channel_out_publishes_the_reply_and_ackno
     [reply] = publisher.json("replies")
     assert reply["data"]["keyword"] == "stop" and reply["data"]["recipient_id"] == "user-42"
     assert publisher.on("replies")[0].key == b"user-42"
-    [(message, kind)] = replies.calls
-    assert kind == "stop" and message.recipient_id == "user-42" and message.channel == "sms"
     assert metrics.keywords.labels("sms", "stop", "ok")._value.get() == 1
 
 
 async def test_hearback__start_after_stop_opts_the_channel_back_in() -> None:
-    replies = Replies()
-    hb, publisher, _, prefs = ledger_hearback(replies=replies)
+    hb, publisher, _, prefs = ledger_hearback()
     await hb.handle("sms", "twilio", inbound_sms("STOP"))
     await hb.handle("sms", "twilio", inbound_sms("start"))
     assert prefs.get("user-42").opted_out == []  # type: ignore[union-attr]
-    assert [kind for _, kind in replies.calls] == ["stop", "start"]
     assert [r["data"]["keyword"] for r in publisher.json("replies")] == ["stop", "start"]
 
 
-async def test_hearback__help_only_replies_and_acknowledges() -> None:
-    replies = Replies()
-    hb, publisher, _, prefs = ledger_hearback(replies=replies)
+async def test_hearback__help_only_replies() -> None:
+    hb, publisher, _, prefs = ledger_hearback()
     await hb.handle("sms", "twilio", inbound_sms("AYUDA"))
     doc = prefs.get("user-42")
     assert doc is not None and doc.opted_out == [] and doc.last_inbound == {Channel.SMS: NOW}
-    assert [kind for _, kind in replies.calls] == ["help"]
     assert publisher.json("replies")[0]["data"]["keyword"] == "help"
 
 
 @pytest.mark.parametrize("text", ["SI", "stop the delivery please", "1"], ids=["answer", "sentence", "digit"])
 async def test_hearback__ordinary_text_records_the_inbound_time_only(text: str) -> None:
-    replies = Replies()
-    hb, publisher, _, prefs = ledger_hearback(replies=replies)
+    hb, publisher, _, prefs = ledger_hearback()
     await hb.handle("sms", "twilio", inbound_sms(text))
     doc = prefs.get("user-42")
     assert doc is not None and doc.opted_out == [] and doc.last_inbound == {Channel.SMS: NOW}
-    assert replies.calls == [] and publisher.json("replies")[0]["data"]["keyword"] is None
+    assert publisher.json("replies")[0]["data"]["keyword"] is None
 
 
 async def test_hearback__stop_from_an_unknown_number_is_published_acknowledged_and_counted() -> None:
-    replies = Replies()
-    hb, publisher, metrics, prefs = ledger_hearback(replies=replies)
+    hb, publisher, metrics, prefs = ledger_hearback()
     await hb.handle("sms", "twilio", inbound_sms("STOP", sender="+34699999999"))
     assert prefs.store.data == {}  # type: ignore[attr-defined]
     assert publisher.on("replies")[0].key.startswith(b"sha256:")  # an unknown number is keyed by its hash
-    assert [kind for _, kind in replies.calls] == ["stop"]
     assert metrics.keywords.labels("sms", "stop", "unknown_recipient")._value.get() == 1
-
-
-async def test_hearback__stop_without_a_ledger_still_publishes_and_is_counted() -> None:
-    hb, publisher, metrics, _ = ledger_hearback(ledger=False)
-    await hb.handle("sms", "twilio", inbound_sms("STOP"))
-    assert publisher.json("replies")[0]["data"]["keyword"] == "stop"
-    assert metrics.keywords.labels("sms", "stop", "no_ledger")._value.get() == 1
-
-
-async def test_hearback__a_failing_acknowledgement_does_not_undo_the_stop() -> None:
-    hb, publisher, _, prefs = ledger_hearback(replies=Replies(fail=True))
-    answer = await hb.handle("sms", "twilio", inbound_sms("STOP"))
-    assert answer.status == 200
-    assert prefs.get("user-42").opted_out == [Channel.SMS]  # type: ignore[union-attr]
-    assert len(publisher.json("replies")) == 1
 
 
 async def test_hearback__whatsapp_stop_uses_the_vendors_recipient_id_and_opts_whatsapp_out() -> None:

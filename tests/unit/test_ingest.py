@@ -12,6 +12,7 @@ from consumers.cli.publish import make_event
 from consumers.observe.metrics import Metrics
 from consumers.pipeline.deadletter import DeadLetters
 from consumers.pipeline.ingest import IngestStage
+from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import AFTER_ACKS, Record
 from consumers.pipeline.router import Router
 from consumers.pipeline.scheduler import Scheduler
@@ -35,7 +36,8 @@ def stage() -> tuple[IngestStage, RecordingPublisher, MemoryStore, MemoryStore]:
     statuses = StatusEmitter(publisher, metrics, b"secret", lambda: NOW)
     router = Router(CATALOG, ("email",), clock=lambda: NOW, dedupe=dedupe, caps=caps)
     scheduler = Scheduler(MemoryStore(), publisher, statuses, clock=lambda: NOW)
-    return (IngestStage(router, publisher, statuses, DeadLetters(publisher, metrics, statuses), metrics, scheduler),
+    return (IngestStage(router, Outlets(publisher, statuses, DeadLetters(publisher, metrics, statuses), metrics),
+                        scheduler),
             publisher, dedupe, caps)
 
 

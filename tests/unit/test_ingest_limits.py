@@ -12,10 +12,11 @@ import orjson
 import pytest
 
 from consumers.cli.publish import make_event
+from consumers.identity import message_id, record_message_id
 from consumers.observe.metrics import Metrics
 from consumers.pipeline.deadletter import DeadLetters
-from consumers.pipeline.identity import message_id, record_message_id
 from consumers.pipeline.ingest import IDENTIFY_FACTOR, IngestStage, identify
+from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import Record
 from consumers.pipeline.router import Router, RouteResult
 from consumers.pipeline.scheduler import Scheduler
@@ -55,7 +56,7 @@ def stage(max_event_bytes: int = EVENT_LIMIT) -> tuple[IngestStage, SpyRouter, R
     statuses = StatusEmitter(publisher, metrics, b"secret", lambda: NOW)
     scheduler = Scheduler(MemoryStore(), publisher, statuses, clock=lambda: NOW)
     dead_letters = DeadLetters(publisher, metrics, statuses, max_record_bytes=RECORD_LIMIT)
-    ingest = IngestStage(router, publisher, statuses, dead_letters, metrics, scheduler,
+    ingest = IngestStage(router, Outlets(publisher, statuses, dead_letters, metrics), scheduler,
                          max_event_bytes=max_event_bytes, max_record_bytes=RECORD_LIMIT)
     return ingest, router, publisher, scheduler
 
@@ -151,7 +152,7 @@ async def test_ingest__a_dispatch_over_the_record_limit_is_rejected_before_anyth
     assert rejected.detail is not None and rejected.detail.startswith("its email message is ")
     assert rejected.detail.endswith(f" bytes; the limit is {RECORD_LIMIT}")
     # Not remembered as seen: the same event made smaller later is not a duplicate.
-    assert not list(ingest.dedupe.list_keys()) and not router.pending.dedupe
+    assert not list(router.dedupe.list_keys()) and not router.pending.dedupe
     # The dead letter is the event, cut to fit the producer, with the size and digest of the original.
     [letter] = publisher.on("deadletter")
     assert letter.headers["herald-error"] == b"dispatch_too_large"
@@ -178,7 +179,7 @@ async def test_ingest__a_rejection_detail_never_echoes_an_address_or_a_number(ev
     router = Router(Catalog.load(BUNDLED_CATALOG), ["email"])
     statuses = StatusEmitter(publisher, Metrics(), b"s", lambda: datetime.now(UTC))
     scheduler = Scheduler(MemoryStore(), publisher, statuses, clock=lambda: datetime.now(UTC))
-    ingest = IngestStage(router, publisher, statuses, DeadLetters(publisher, Metrics(), statuses), Metrics(),
+    ingest = IngestStage(router, Outlets(publisher, statuses, DeadLetters(publisher, Metrics(), statuses), Metrics()),
                          scheduler)
     event = make_event(event_type, {"id": "u", "email": "u@example.org"}, {})
     await ingest.handle(Record(topic="t.events", partition=0, offset=1, key=b"u", value=orjson.dumps(event)))

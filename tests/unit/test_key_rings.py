@@ -169,7 +169,7 @@ def test_webhook_keys__production_refuses_a_key_shared_by_two_tenants_or_the_dev
 
 
 def ring(current: bytes = NEW, *previous: bytes) -> Any:
-    from consumers.pipeline.identity import KeyRing  # imported here: the webhook tests above run on code without it
+    from consumers.identity import KeyRing  # imported here: the webhook tests above run on code without it
     return KeyRing(current, tuple(previous))
 
 
@@ -225,7 +225,7 @@ def test_secret_rotation__a_document_link_signed_with_the_previous_secret_still_
 
 
 async def test_secret_rotation__an_address_stop_recorded_under_the_old_secret_still_suppresses() -> None:
-    from consumers.pipeline import hooks
+    from consumers import hooks
     from consumers.state.kvstore import MemoryStore
     from consumers.state.preferences import AddressConsents, PreferenceLedger
 
@@ -243,8 +243,8 @@ async def test_secret_rotation__an_address_stop_recorded_under_the_old_secret_st
 
 
 async def test_secret_rotation__a_suppression_hashed_with_the_old_secret_still_holds() -> None:
-    from consumers.pipeline import hooks
-    from consumers.pipeline.identity import recipient_hash
+    from consumers import hooks
+    from consumers.identity import recipient_hash
     from consumers.state.kvstore import MemoryStore
     from consumers.state.preferences import PreferenceLedger
 
@@ -256,7 +256,7 @@ async def test_secret_rotation__a_suppression_hashed_with_the_old_secret_still_h
 
 
 async def test_secret_rotation__a_reply_finds_the_question_asked_before_the_rotation() -> None:
-    from consumers.inbound.replies import Conversations, Question
+    from consumers.state.conversations import Conversations, Question
     from consumers.state.kvstore import MemoryStore
 
     store = MemoryStore()

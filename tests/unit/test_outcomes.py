@@ -14,12 +14,13 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from consumers.cli.publish import make_event
+from consumers.identity import record_message_id
 from consumers.observe.metrics import Metrics
 from consumers.pipeline import outcomes
 from consumers.pipeline.deadletter import DeadLetters
-from consumers.pipeline.identity import record_message_id
 from consumers.pipeline.ingest import IngestStage
 from consumers.pipeline.outcomes import guarded, handle_batch, message_id_of
+from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import PENDING_ACKS, Record, once_durable
 from consumers.pipeline.router import Router
 from consumers.pipeline.scheduler import Scheduler
@@ -305,7 +306,7 @@ async def test_handle_batch__a_retried_ingest_batch_is_not_taken_for_its_own_dup
     statuses = StatusEmitter(publisher, metrics, b"secret", lambda: NOW)
     router = Router(CATALOG, ("email",), clock=lambda: NOW, dedupe=dedupe, caps=caps)
     letters = DeadLetters(publisher, metrics, statuses)
-    ingest = IngestStage(router, publisher, statuses, letters, metrics,
+    ingest = IngestStage(router, Outlets(publisher, statuses, letters, metrics),
                          Scheduler(MemoryStore(), publisher, statuses, clock=lambda: NOW))
     events = []
     for offset, key in enumerate(["promo-1", "promo-2"]):

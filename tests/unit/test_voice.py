@@ -35,7 +35,6 @@ from channels.signatures import twilio_signature
 from channels.webhooks import WebhookRequest
 from schemas.settings import Settings
 from schemas.status import Status
-from tests.fakes import TRANSPORT_ERRORS
 
 pytestmark = pytest.mark.unit
 
@@ -276,7 +275,8 @@ def test_twilio_voice__configured_voice_is_used_for_its_language(monkeypatch: py
 # --- errors -----------------------------------------------------------------------------------------------------
 
 
-# Pinned here so a change to the provider's table is a deliberate change to this test too.
+# Pinned here so a change to the provider's table is a deliberate change to this test too. What each code raises on
+# a send, at any HTTP status, and an unknown code's fallback: tests/unit/test_provider_contract.py.
 TWILIO_VOICE_CODES: dict[str, type[DeliveryError]] = {
     "21211": InvalidRecipient, "21214": InvalidRecipient, "21217": InvalidRecipient, "13223": InvalidRecipient,
     "13224": InvalidRecipient, "21215": Rejected, "21216": Rejected, "21210": Rejected, "21212": Rejected,
@@ -287,40 +287,6 @@ TWILIO_VOICE_CODES: dict[str, type[DeliveryError]] = {
 
 def test_twilio_voice__code_table_is_the_documented_one() -> None:
     assert TwilioVoiceProvider.CODES == TWILIO_VOICE_CODES
-
-
-ERROR_CASES = [(code, 400, error) for code, error in TWILIO_VOICE_CODES.items()] + [
-    ("29999", 400, Rejected), ("29999", 404, InvalidRecipient), ("29999", 429, RateLimited),
-    ("29999", 500, ProviderUnavailable), ("29999", 503, ProviderUnavailable),
-]
-
-
-@pytest.mark.parametrize(("code", "http", "error"), ERROR_CASES,
-                         ids=[f"{c}-{h}" for c, h, _ in ERROR_CASES])
-async def test_twilio_voice__error_answer_raises_its_class(code: str, http: int, error: type[DeliveryError]) -> None:
-    body = {**fixture("call_error.json"), "code": int(code), "status": http}
-    with pytest.raises(DeliveryError) as info:
-        await provider(answer(http, body)).send(message())
-    assert type(info.value) is error
-    assert (info.value.code, info.value.provider, info.value.retriable) == (code, "twilio", error.retriable)
-
-
-
-
-@pytest.mark.parametrize("error", TRANSPORT_ERRORS, ids=[c.__name__ for c in TRANSPORT_ERRORS])
-async def test_twilio_voice__every_transport_error_is_provider_unavailable(error: type[Exception]) -> None:
-    def fail(request: httpx.Request) -> httpx.Response:
-        raise error("boom", request=request)  # type: ignore[call-arg]
-    voice = TwilioVoiceProvider.from_settings(settings(), transport=httpx.MockTransport(fail))
-    with pytest.raises(ProviderUnavailable) as info:
-        await voice.send(message())
-    assert info.value.retriable is True and isinstance(info.value.__cause__, error)
-    await voice.close()
-
-
-def test_twilio_voice__transport_walk_reaches_connect_and_read_timeout() -> None:
-    assert {httpx.ConnectError, httpx.ReadTimeout, httpx.WriteError, httpx.LocalProtocolError} <= set(
-        TRANSPORT_ERRORS)
 
 
 # --- hearing back -------------------------------------------------------------------------------------------------

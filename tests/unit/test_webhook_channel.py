@@ -17,12 +17,11 @@ import pytest
 
 import channels.providers.webhook as webhook_module
 from channels.base import OutboundMessage, Sender, WebhookReceiver
-from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
+from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, Rejected
 from channels.providers.webhook import StandardWebhookProvider, WebhookSettings
 from channels.rendering.render import Rendered
 from channels.signatures import standard_webhook_signature, verify_standard_webhook
 from schemas.settings import Settings
-from tests.fakes import transport_errors
 
 pytestmark = pytest.mark.unit
 
@@ -513,24 +512,13 @@ async def test_standard_webhook__only_https_urls_unless_private_allowed(make: Ma
 
 # --- the receiver's answer ------------------------------------------------------------------------------------
 
+# Success and redirects; 4xx and 5xx (410 gone, 429 with Retry-After) and transport errors are in the provider
+# contract (tests/unit/test_provider_contract.py).
 RESPONSE_CASES: list[tuple[str, int, dict[str, str], type[DeliveryError] | None, str | None]] = [
     ("200", 200, {}, None, None),
     ("201", 201, {}, None, None),
     ("202", 202, {}, None, None),
     ("204", 204, {}, None, None),
-    ("410-gone", 410, {}, InvalidRecipient, "gone"),
-    ("429", 429, {"Retry-After": "30"}, RateLimited, "429"),
-    ("500", 500, {}, ProviderUnavailable, "500"),
-    ("502", 502, {}, ProviderUnavailable, "502"),
-    ("503", 503, {}, ProviderUnavailable, "503"),
-    ("504", 504, {}, ProviderUnavailable, "504"),
-    ("408-receiver-timeout", 408, {}, ProviderUnavailable, "408"),
-    ("400", 400, {}, Rejected, "400"),
-    ("401", 401, {}, Rejected, "401"),
-    ("403", 403, {}, Rejected, "403"),
-    ("404", 404, {}, Rejected, "404"),
-    ("413", 413, {}, Rejected, "413"),
-    ("422", 422, {}, Rejected, "422"),
     ("301-not-followed", 301, {"Location": "http://169.254.169.254/"}, Rejected, "301"),
     ("302-not-followed", 302, {"Location": "http://127.0.0.1/admin"}, Rejected, "302"),
     ("307-not-followed", 307, {"Location": "https://93.184.216.34/elsewhere"}, Rejected, "307"),
@@ -553,24 +541,7 @@ async def test_standard_webhook__receiver_answer_maps(make: Make, status: int, h
         assert type(caught.value) is error
         assert caught.value.code == code
         assert caught.value.provider == "standard"
-        if error is RateLimited:
-            assert caught.value.retry_after == 30.0  # type: ignore[attr-defined]
     assert len(seen) == 1  # redirects are never followed
-
-
-@pytest.mark.parametrize("exc", transport_errors(), ids=lambda e: e.__name__)
-async def test_standard_webhook__every_transport_error_becomes_provider_unavailable(
-        make: Make, exc: type[httpx.TransportError]) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc("boom", request=request)
-
-    provider, _ = make(handler)
-
-    with pytest.raises(ProviderUnavailable) as caught:
-        await provider.send(outbound())
-
-    assert caught.value.retriable is True
-    assert caught.value.provider == "standard"
 
 
 # --- one deadline for the whole send --------------------------------------------------------------------------

@@ -16,10 +16,10 @@ from aiohttp.test_utils import TestServer
 from channels.signatures import standard_webhook_signature, unix_seconds, verify_standard_webhook
 from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResult
 from consumers.app import load_catalog, retention_rules
-from consumers.inbound.hearback import replay_key
-from consumers.inbound.replies import Conversations
+from consumers.identity import recipient_hash
+from consumers.inbound.hearback import HearBackHooks, replay_key
 from consumers.inbound.unsubscribe import unsubscribe_link
-from consumers.pipeline.identity import recipient_hash
+from consumers.state.conversations import Conversations
 from consumers.state.kvstore import MemoryStore
 from consumers.state.retention import Janitor
 from consumers.state.stores import State
@@ -336,7 +336,7 @@ async def test_hearback__failure_after_verification_is_500_and_the_retry_applies
             raise ConnectionError("the send ledger's broker is away")
         rig.receipts.append((message_id, status.value))
 
-    rig.hearback.on_receipt = flaky
+    rig.hearback.hooks = HearBackHooks(on_receipt=flaky)
     first = await rig.hearback.handle("email", "sendgrid", sendgrid_post(events))
     assert first.status == 500 and rig.counted("email", "sendgrid", "error") == 1
     again = await rig.hearback.handle("email", "sendgrid", sendgrid_post(events))  # SendGrid retries the batch
@@ -513,13 +513,6 @@ async def test_replay__ids_are_hashed_and_expire_with_the_janitor(rig: Rig) -> N
 async def test_replay__remembered_id_older_than_the_window_is_applied_again(rig: Rig) -> None:
     await rig.hearback.handle("sms", "twilio", twilio_delivered())
     rig.clock.advance(days=rig.settings.dedupe_window.days, seconds=1)  # the janitor has not swept yet
-    await rig.hearback.handle("sms", "twilio", twilio_delivered())
-    assert len(rig.publisher.statuses()) == 2
-
-
-async def test_replay__without_a_store_nothing_is_remembered() -> None:
-    rig = make_rig(replays=False)
-    await rig.hearback.handle("sms", "twilio", twilio_delivered())
     await rig.hearback.handle("sms", "twilio", twilio_delivered())
     assert len(rig.publisher.statuses()) == 2
 

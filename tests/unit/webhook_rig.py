@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,6 +17,7 @@ import httpx
 from aiohttp.test_utils import TestServer
 
 from channels.base import WebhookReceiver
+from channels.providers._twilio import TwilioSettings
 from channels.providers.sendgrid import (
     DEV_WEBHOOK_PRIVATE_KEY,
     SendgridEmailProvider,
@@ -24,7 +25,6 @@ from channels.providers.sendgrid import (
     sendgrid_signature,
 )
 from channels.providers.sms import (
-    TwilioSettings,
     TwilioSmsProvider,
     VonageSettings,
     VonageSmsProvider,
@@ -35,15 +35,15 @@ from channels.providers.whatsapp import MetaSettings, MetaWhatsappProvider
 from channels.rendering.render import Renderer
 from channels.signatures import meta_signature, twilio_signature
 from channels.webhooks import WebhookRequest
-from consumers.inbound.hearback import HearBack
+from consumers.inbound.hearback import HearBack, HearBackHooks
 from consumers.inbound.web import register_document_view, register_views
 from consumers.observe.metrics import Metrics
-from consumers.pipeline.status import StatusEmitter
+from consumers.pipeline.outlets import Outlets
 from consumers.state.documents import Documents
 from consumers.state.kvstore import MemoryStore
 from consumers.state.preferences import PreferenceLedger
 from schemas.settings import Settings
-from tests.fakes import RecordingPublisher
+from tests.fakes import FakeClock, RecordingPublisher
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 PUBLIC = "https://herald.example.com"
@@ -56,22 +56,11 @@ ROUTES = [("sms", "twilio"), ("sms", "vonage"), ("voice", "twilio"), ("whatsapp"
 
 
 @dataclass
-class Clock:
-    now: datetime = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@dataclass
 class Rig:
     """One Herald's webhook side on in-memory state: what it published, wrote and counted."""
 
     settings: Settings
-    clock: Clock
+    clock: FakeClock[datetime]
     publisher: RecordingPublisher
     metrics: Metrics
     ledger: PreferenceLedger
@@ -97,20 +86,20 @@ class Rig:
         return hearback_for(self, self.replays)
 
 
-def hearback_for(rig: Rig, replays: MemoryStore | None) -> HearBack:
+def hearback_for(rig: Rig, replays: MemoryStore) -> HearBack:
     async def on_receipt(message_id: str, status: Any) -> None:
         rig.receipts.append((message_id, str(status)))
 
-    statuses = StatusEmitter(rig.publisher, rig.metrics, SECRET, rig.clock)
-    return HearBack(rig.receivers, statuses, rig.publisher, rig.metrics, rig.clock, ledger=rig.ledger,
-                    contacts={"ana@example.com": "user-42", "+34600111222": "user-42"}.get, secret=SECRET,
-                    on_receipt=on_receipt, replays=replays, replay_window=rig.settings.dedupe_window,
+    outlets = Outlets.build(rig.publisher, rig.metrics, SECRET, rig.clock)
+    return HearBack(rig.receivers, outlets, rig.clock, ledger=rig.ledger,
+                    contacts={"ana@example.com": "user-42", "+34600111222": "user-42"}.get, replays=replays,
+                    hooks=HearBackHooks(on_receipt=on_receipt), replay_window=rig.settings.dedupe_window,
                     max_body_bytes=rig.settings.webhook_max_bytes)
 
 
-def make_rig(*, replays: bool = True, **overrides: Any) -> Rig:
+def make_rig(**overrides: Any) -> Rig:
     settings = Settings(**{"public_url": PUBLIC, "secret": "webhook-rig-settings-secret", **overrides})
-    clock = Clock()
+    clock = FakeClock(NOW)
     offline = httpx.MockTransport(lambda _request: httpx.Response(503))  # webhooks only; and no TLS setup per test
     receivers: dict[tuple[str, str], WebhookReceiver] = {
         ("sms", "twilio"): TwilioSmsProvider(TwilioSettings(), settings, transport=offline),
@@ -124,7 +113,7 @@ def make_rig(*, replays: bool = True, **overrides: Any) -> Rig:
     rig = Rig(settings=settings, clock=clock, publisher=RecordingPublisher(), metrics=Metrics(),
               ledger=PreferenceLedger(MemoryStore(), clock=clock), replays=MemoryStore(), documents=MemoryStore(),
               receivers=receivers, hearback=None)  # type: ignore[arg-type]
-    rig.hearback = hearback_for(rig, rig.replays if replays else None)
+    rig.hearback = hearback_for(rig, rig.replays)
     return rig
 
 

@@ -180,12 +180,13 @@ async def read_payload(request: web.Request) -> Payload:
         return MultiDict(request.query)
     if request.content_type == "application/json":
         try:
-            return await request.json()  # type: ignore[no-any-return]
+            payload: Payload = await request.json()
         except ValueError:
             return None
+        return payload
     form = MultiDict(request.query)
-    form.extend(await request.post())  # type: ignore[arg-type]
-    return MultiDict((k, v) for k, v in form.items() if isinstance(v, str))
+    form.extend((k, v) for k, v in (await request.post()).items() if isinstance(v, str))
+    return form
 
 
 @web.middleware

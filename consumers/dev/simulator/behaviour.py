@@ -141,7 +141,7 @@ class Behaviour:
 
     @staticmethod
     def unroutable(number: str | None) -> bool:
-        return bool(number) and number.rstrip().endswith(UNROUTABLE_SUFFIX)  # type: ignore[union-attr]
+        return bool(number and number.rstrip().endswith(UNROUTABLE_SUFFIX))
 
     def draw_fault(self) -> FaultDecision | None:
         """Decide, for one vendor request, whether it times out, is rate limited or fails with a 5xx."""

@@ -218,7 +218,9 @@ class MetaSim:
         elif rule.fail == "undelivered":
             steps = [("sent", None), ("failed", 131049)]
         else:
-            steps = [("sent", None), ("delivered", None)] + ([] if rule.open is False else [("read", None)])
+            steps = [("sent", None), ("delivered", None)]
+            if rule.open is not False:
+                steps.append(("read", None))
         for status, error in steps:
             await behaviour.callback_pause()
             item = self.status(wamid, wa_id, status, opaque, conversation, error)

@@ -68,8 +68,10 @@ def fault_response(fault: FaultDecision) -> web.Response:
 
 
 def recipient(kind: str, payload: Payload) -> str | None:
+    if not isinstance(payload, dict):
+        return None
     try:
-        return str(payload["personalizations"][0]["to"][0]["email"])  # type: ignore[index,call-overload]
+        return str(payload["personalizations"][0]["to"][0]["email"])
     except (KeyError, IndexError, TypeError):
         return None
 

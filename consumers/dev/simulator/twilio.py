@@ -18,7 +18,7 @@ import phonenumbers
 from aiohttp import BasicAuth, web
 from multidict import MultiDict, MultiDictProxy
 
-from channels.providers.sms import TwilioSettings
+from channels.providers._twilio import TwilioSettings
 from channels.segments import sms_segments
 from channels.signatures import twilio_signature
 from consumers.dev.simulator.behaviour import PAYLOAD, FaultDecision
@@ -159,9 +159,10 @@ class TwilioSim:
 
     async def message_lifecycle(self, message_sid: str, to: str, sender: str, status_callback: str | None) -> None:
         rule = self.sim.behaviour.rule_for(to)
+        steps: list[tuple[str, str | None]]
         if rule.fail:
-            final, code = SMS_FAILURES[rule.fail]
-            steps = [("sent", None), (final, code)] if final == "undelivered" else [(final, code)]
+            final, failure = SMS_FAILURES[rule.fail]
+            steps = [("sent", None), (final, failure)] if final == "undelivered" else [(final, failure)]
         else:
             steps = [("sent", None), ("delivered", None)]
         for status, code in steps:

@@ -11,9 +11,8 @@ import orjson
 
 from channels.errors import DeliveryError, InvalidRecipient
 from channels.webhooks import InboundMessage
+from consumers.identity import KeyRing, recipient_hash
 from consumers.inbound.replies import (
-    Conversations,
-    Question,
     ReplyKind,
     acknowledgement_event,
     asks_question,
@@ -23,11 +22,12 @@ from consumers.inbound.replies import (
     reply_recipient,
 )
 from consumers.inbound.unsubscribe import list_unsubscribe_headers, unsubscribe_link
-from consumers.pipeline.delivery import DeliveryStage
-from consumers.pipeline.identity import KeyRing, recipient_hash
+from consumers.pipeline.fallback import fall_back
+from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import Publisher
 from consumers.pipeline.router import ConsentCheck
 from consumers.pipeline.status import StatusEmitter
+from consumers.state.conversations import Conversations, Question
 from consumers.state.kvstore import KeyValueStore
 from consumers.state.preferences import PreferenceLedger, address_key, whatsapp_session_open
 from consumers.state.sends import SendLedger
@@ -114,7 +114,7 @@ def suppress_dead_addresses(ledger: PreferenceLedger, secret: bytes | KeyRing
     return on_failure
 
 
-def receipt_outcomes(sends: SendLedger, delivery: DeliveryStage) -> Callable[[str, Status], Awaitable[None]]:
+def receipt_outcomes(sends: SendLedger, outlets: Outlets) -> Callable[[str, Status], Awaitable[None]]:
     """Receipts update the send ledger; a failed one sends the message on the next channel (once)."""
 
     async def on_receipt(message_id: str, status: Status) -> None:
@@ -125,12 +125,12 @@ def receipt_outcomes(sends: SendLedger, delivery: DeliveryStage) -> Callable[[st
             await sends.outcome(message_id, "delivered")
         elif status in FAILED_RECEIPTS and not record.fell_back:
             await sends.outcome(message_id, "failed", fell_back=True)
-            await delivery.fall_back(record.dispatch, f"{record.dispatch.channel} {status.value}")
+            await fall_back(outlets, record.dispatch, f"{record.dispatch.channel} {status.value}")
 
     return on_receipt
 
 
-def receipt_check(sends: SendLedger, delivery: DeliveryStage) -> Callable[[Dispatch], Awaitable[None]]:
+def receipt_check(sends: SendLedger, outlets: Outlets) -> Callable[[Dispatch], Awaitable[None]]:
     """When a message's receipt wait is over: no receipt of delivery yet means the next channel gets it."""
 
     async def check(d: Dispatch) -> None:
@@ -138,7 +138,7 @@ def receipt_check(sends: SendLedger, delivery: DeliveryStage) -> Callable[[Dispa
         if record is None or record.state == "delivered" or record.fell_back:
             return
         await sends.outcome(d.message_id, record.state, fell_back=True)
-        await delivery.fall_back(d, f"{d.channel} no receipt")
+        await fall_back(outlets, d, f"{d.channel} no receipt")
 
     return check
 
