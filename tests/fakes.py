@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 import httpx
 import orjson
@@ -39,7 +39,7 @@ class RecordingPublisher:
     def statuses(self) -> list[DeliveryStatus]:
         return [DeliveryStatus.model_validate_json(r.value) for r in self.on("status")]
 
-    def json(self, topic: str) -> list[dict]:
+    def json(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(r.value) for r in self.on(topic)]
 
 

@@ -148,6 +148,7 @@ def forget(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e
         from consumers.state.erasure import forget as erase
         from consumers.state.stores import State
         from consumers.topics import ensure_topics
+        from schemas.status import Status
 
         await ensure_topics(settings)
         state = State.on_topics(settings)
@@ -160,7 +161,8 @@ def forget(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e
                     (c, p) for p in phone or [] for c in ("sms", "whatsapp", "voice")]
                 result = await erase({name: getattr(state, name) for name in (
                     "preferences", "caps", "schedules", "sends", "documents", "contacts", "consent")},
-                    recipient_id, secret=secret, addresses=addresses, statuses=statuses)
+                    recipient_id, secret=secret, addresses=addresses,
+                    cancelled=lambda d: statuses.for_dispatch(d, Status.CANCELLED, detail="erased"))
             for store in state.stores():
                 flush = getattr(store, "flush", None)
                 if flush is not None:

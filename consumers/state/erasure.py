@@ -19,18 +19,16 @@ honouring a STOP is the reason to hold them, but the person's id is taken out of
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
 from pydantic import ValidationError
 
-from consumers.pipeline.status import StatusEmitter
 from consumers.state.conversations import Conversations
 from consumers.state.kvstore import KeyValueStore
 from consumers.state.preferences import PROMOTIONAL_PREFIX, AddressConsent
 from schemas.dispatch import Dispatch
-from schemas.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +97,18 @@ async def _scrub_consent(store: KeyValueStore, recipient_id: str) -> int:
     return changed
 
 
+Cancelled = Callable[[Dispatch], Awaitable[object]]
+
+
+async def _untold(d: Dispatch) -> None:
+    return None
+
+
 async def forget(stores: Mapping[str, KeyValueStore], recipient_id: str, *, secret: bytes,
-                 addresses: Sequence[tuple[str, str]] = (), statuses: StatusEmitter | None = None) -> Erasure:
+                 addresses: Sequence[tuple[str, str]] = (), cancelled: Cancelled = _untold) -> Erasure:
     """Erase `recipient_id` from `stores` (names as in `consumers.state.stores.State`: preferences, caps, schedules,
     sends, documents, contacts, and `consent` when given). `addresses` are (channel, address) pairs to clear
-    besides those found."""
+    besides those found; `cancelled(dispatch)` is told of each scheduled message erased (its `cancelled` status)."""
     result = Erasure()
     found: set[tuple[str, str]] = set(addresses)
 
@@ -123,8 +128,7 @@ async def forget(stores: Mapping[str, KeyValueStore], recipient_id: str, *, secr
             doomed.append(key)
             if name == "schedules" and d.message_id not in result.cancelled:
                 result.cancelled.append(d.message_id)
-                if statuses is not None:
-                    await statuses.for_dispatch(d, Status.CANCELLED, detail="erased")
+                await cancelled(d)
         result.deleted[name] = await _delete(store, doomed)
 
     contacts = stores["contacts"]

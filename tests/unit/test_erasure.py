@@ -70,7 +70,8 @@ async def test_erasure__every_store_loses_the_person_and_keeps_everyone_else() -
     before = {name: set(store.list_keys()) for name, store in stores(state).items()}
     statuses = StatusEmitter(publisher, Metrics(), SECRET, lambda: NOW)
 
-    erased = await forget(stores(state), "ana", secret=SECRET, statuses=statuses)
+    erased = await forget(stores(state), "ana", secret=SECRET,
+                          cancelled=lambda d: statuses.for_dispatch(d, Status.CANCELLED, detail="erased"))
 
     assert erased.deleted == {"preferences": 1, "caps": 1, "schedules": 1, "sends": 1, "documents": 1,
                               "contacts": 1}

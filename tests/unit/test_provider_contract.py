@@ -67,6 +67,17 @@ def fixture_json(vendor: str, name: str) -> Any:
     return json.loads(fixture_text(vendor, name))
 
 
+def respond(status: int, body: bytes = b"", headers: Mapping[str, str] | None = None) -> Handler:
+    return lambda _request: httpx.Response(status, content=body, headers=headers)
+
+
+def coded(spec: Spec, code: str, status: int) -> Handler:
+    """The vendor's documented error for `code` at `status`, new for each request."""
+    assert spec.error is not None
+    error = spec.error
+    return lambda _request: error(code, status)
+
+
 def documented(code: str) -> str:
     """The vendor's error text each coded error response carries: it must become the exception's message."""
     return f"documented error {code}"
@@ -310,7 +321,7 @@ async def test_provider__every_transport_error_is_a_retriable_provider_unavailab
 async def test_provider__http_status_falls_back_to_its_error(build: Build, spec: Spec, status: int) -> None:
     error, code = expected_fallback(spec, status)
     for body in (b"", HTML):
-        exc, seen = await send_error(build, spec, lambda _request, body=body: httpx.Response(status, content=body))
+        exc, seen = await send_error(build, spec, respond(status, body))
 
         assert type(exc) is error, body
         assert (exc.code, exc.reason) == (code, error.reason)
@@ -331,7 +342,7 @@ RETRY_AFTER_CASES: list[tuple[str, Callable[[], dict[str, str]], float | None]] 
                           for key, spec in SPECS.items() for name, headers, seconds in RETRY_AFTER_CASES])
 async def test_provider__429_is_rate_limited_honouring_retry_after(
         build: Build, spec: Spec, headers: Callable[[], dict[str, str]], retry_after: float | None) -> None:
-    exc, _ = await send_error(build, spec, lambda _request: httpx.Response(429, headers=headers()))
+    exc, _ = await send_error(build, spec, respond(429, headers=headers()))
 
     assert type(exc) is RateLimited
     assert (exc.code, exc.retriable) == ("429", True)
@@ -344,11 +355,11 @@ async def test_provider__a_body_it_cannot_read_changes_nothing_the_status_decide
                                                                                   body: bytes) -> None:
     for status in (400, 503):
         error, code = expected_fallback(spec, status)
-        exc, _ = await send_error(build, spec, lambda _request, status=status: httpx.Response(status, content=body))
+        exc, _ = await send_error(build, spec, respond(status, body))
         assert (type(exc), exc.code) == (error, code)
 
     ok_status = spec.ok().status_code
-    provider, _ = build(spec, lambda _request: httpx.Response(ok_status, content=body))
+    provider, _ = build(spec, respond(ok_status, body))
     if spec.garbage_ok is None:
         result = await provider.send(spec.message())
         assert result.provider == provider.name
@@ -381,7 +392,7 @@ async def test_code_table__each_vendor_code_raises_its_error_whatever_the_http_s
     assert statuses
     for status in statuses:
         response = spec.error(code, status)
-        exc, _ = await send_error(build, spec, lambda _request, status=status: spec.error(code, status))
+        exc, _ = await send_error(build, spec, coded(spec, code, status))
 
         assert type(exc) is expected, status
         assert (exc.code, exc.reason, str(exc)) == (code, expected.reason, documented(code))
@@ -397,7 +408,7 @@ async def test_code_table__an_unknown_vendor_code_leaves_the_http_status_to_deci
     for status in spec.error_statuses(code):
         # A 2xx whose per-message code is unknown (Vonage) is refused, not retried: a retry could send it twice.
         expected = Rejected if status < 300 else FALLBACK[status]
-        exc, _ = await send_error(build, spec, lambda _request, status=status: spec.error(code, status))
+        exc, _ = await send_error(build, spec, coded(spec, code, status))
 
         assert (type(exc), exc.code) == (expected, code), status
 
