@@ -42,6 +42,7 @@ class TwilioSettings(BaseSettings):
 # Account-level Twilio codes, the same for every Twilio API (messages and calls).
 TWILIO_ACCOUNT_CODES: dict[str, type[DeliveryError]] = {
     "20003": Rejected,  # authentication failed
+    "20404": Rejected,  # account or resource not found: configuration, never the recipient's address
     "20429": RateLimited,
     "20500": ProviderUnavailable,
     "20503": ProviderUnavailable,

@@ -188,7 +188,6 @@ class TwilioVoiceProvider(HttpProvider):
         "21219": Rejected,  # 'To' not verified (trial account)
         "21205": Rejected,  # invalid URL (StatusCallback)
         "32018": Rejected,  # Twiml over 4000 characters
-        "20404": Rejected,  # account or resource not found: configuration, not the recipient
         **TWILIO_ACCOUNT_CODES,
     }
 

@@ -44,7 +44,7 @@ from schemas.dispatch import Dispatch
 from schemas.events import Recipient
 from schemas.settings import Settings
 from schemas.status import Status
-from tests.fakes import RecordingPublisher, ScriptedSender
+from tests.fakes import FakeClock, RecordingPublisher, ScriptedSender
 
 pytestmark = pytest.mark.unit
 
@@ -63,7 +63,7 @@ class Herald:
     """The consent pieces wired as `create_app` wires them, on memory stores, with a clock that can move."""
 
     def __init__(self, contacts: dict[str, str] | None = None) -> None:
-        self.now = NOW
+        self.clock = FakeClock(NOW)
         self.consent_store = MemoryStore()
         self.ledger = PreferenceLedger(MemoryStore(), clock=self.clock,
                                        addresses=AddressConsents(self.consent_store, SECRET, clock=self.clock))
@@ -92,12 +92,9 @@ class Herald:
         return HearBack(receivers, self.outlets, self.clock, ledger=self.ledger, contacts=self.contacts.get,
                         replays=MemoryStore())
 
-    def clock(self) -> datetime:
-        return self.now
-
     async def text(self, body: str, sender: str = NUMBER) -> int:
         """A Twilio inbound SMS, signed as Twilio signs it."""
-        form = {"MessageSid": f"SM{abs(hash((body, sender, self.now)))}", "From": sender, "To": "+15005550006",
+        form = {"MessageSid": f"SM{abs(hash((body, sender, self.clock.now)))}", "From": sender, "To": "+15005550006",
                 "Body": body}
         url = f"{PUBLIC}/webhooks/sms/twilio"
         request = WebhookRequest(method="POST", url=url, headers={"x-twilio-signature": twilio_signature(
@@ -107,7 +104,7 @@ class Herald:
 
     def route(self, event_type: str, to: dict[str, Any], payload: dict[str, Any], channel: str) -> Any:
         event = make_event(event_type, to, payload, channels=[channel])
-        event["time"] = self.now.isoformat()
+        event["time"] = self.clock.now.isoformat()
         return self.router.route(orjson.dumps(event), {})
 
     async def send(self, d: Dispatch) -> Status:
@@ -225,7 +222,7 @@ async def test_address_stop__a_retried_webhook_changes_nothing_more() -> None:
     herald = Herald(contacts={NUMBER: "user-42"})
     await herald.text("STOP")
     before = dict(herald.consent_store.data)
-    herald.now += timedelta(minutes=1)
+    herald.clock.advance(minutes=1)
     await herald.text("STOP")
 
     assert herald.consent_store.data == before
@@ -306,10 +303,10 @@ async def test_address_unsubscribe__a_later_opt_in_of_a_recipient_lifts_it_for_t
     await consented(herald, "user-42", "shop-account-9")
     link = unsubscribe_link(SECRET, PUBLIC, "user-42", address_key=address_key(SECRET, "email", MAILBOX))
     query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
-    herald.now += timedelta(minutes=1)
+    herald.clock.advance(minutes=1)
     await Unsubscribes(herald.ledger, SECRET, herald.metrics).handle("user-42", query, "POST")
 
-    herald.now += timedelta(days=3)
+    herald.clock.advance(days=3)
     await consented(herald, "user-42")  # the person subscribes again (`herald prefs set --promotional email=yes`)
 
     assert herald.check("user-42", "promotional", "email", MAILBOX) is None

@@ -137,6 +137,8 @@ SEND_CASES: list[tuple[str, str, int, str, dict[str, str], Accepted | Raised]] =
     ("21610-recipient-replied-stop", "hi", 400, "message_error_21610.json", {}, Raised(InvalidRecipient, "21610")),
     ("21614-not-a-mobile-number", "hi", 400, "message_error_21614.json", {}, Raised(InvalidRecipient, "21614")),
     ("20003-authenticate", "hi", 401, "message_error_20003.json", {}, Raised(Rejected, "20003")),
+    # A wrong account SID: configuration, never the recipient (an InvalidRecipient would suppress the address).
+    ("20404-account-not-found", "hi", 404, "message_error_20404.json", {}, Raised(Rejected, "20404")),
     ("20429-too-many-requests", "hi", 429, "message_error_20429.json", {"Retry-After": "1"},
      Raised(RateLimited, "20429", 1.0)),
     ("20429-without-retry-after", "hi", 429, "message_error_20429.json", {}, Raised(RateLimited, "20429")),
