@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka.partitioner import DefaultPartitioner
-from faust.types import TopicT
+from faust.types import TP, TopicT
 
 from channels.base import Sender, WebhookReceiver
 from channels.registry import parse_provider_spec, provider_class
@@ -29,6 +28,7 @@ from consumers.inbound.admin import serve_admin
 from consumers.inbound.hearback import HearBack, HearBackHooks
 from consumers.inbound.web import harden_public_server, register_document_view, register_views
 from consumers.observe.metrics import CIRCUIT_VALUES, Metrics
+from consumers.ownership import Ownership
 from consumers.pipeline.agents import batched_agent, guarded_agent
 from consumers.pipeline.critical import CriticalLane, Route
 from consumers.pipeline.delivery import Backoff, DeliveryHooks, DeliveryStage
@@ -158,17 +158,23 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-def owner_check(app: faust.App, settings: Settings) -> Callable[[str], bool]:
-    """Whether this worker owns a recipient: it holds that recipient's partition of `herald.events`."""
-    partitioner = DefaultPartitioner()
-    lanes = {settings.topic("events")}
-    every = list(range(settings.partitions))
+def track_ownership(app: faust.App, settings: Settings) -> Ownership:
+    """This worker's partitions, kept up to date from Faust's rebalances (consumers/ownership.py). It owns nothing
+    until the group assigns it partitions."""
+    ownership = Ownership(settings.partitions, partitions=())
+    lane = settings.topic("events")
 
-    def owns(recipient_id: str) -> bool:
-        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic in lanes}
-        return partitioner(recipient_id.encode(), every, every) in mine
+    # Revocations are awaited inside Faust's own revoke callback, so a partition is let go before another worker
+    # is given it; mode's SignalHandlerT rejects every function (see close_senders).
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def let_go(app: faust.App, revoked: set[TP], **kwargs: object) -> None:
+        await ownership.revoke({tp.partition for tp in revoked if tp.topic == lane})
 
-    return owns
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def take(app: faust.App, assigned: set[TP], **kwargs: object) -> None:
+        await ownership.set({tp.partition for tp in assigned if tp.topic == lane})
+
+    return ownership
 
 
 def retention_rules(state: State, settings: Settings, catalog: Catalog, conversations: Conversations) -> list[Rule]:
@@ -207,7 +213,8 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     documents = Documents(state.documents, renderer, keys, settings.public_url, template_globals=template_globals,
                           clock=clock)
     sends = SendLedger(state.sends, clock, lease=timedelta(seconds=settings.send_lease))
-    owns = owner_check(app, settings)
+    ownership = track_ownership(app, settings)
+    owns = ownership.owns
     scheduler = Scheduler(state.schedules, publisher, outlets.statuses, clock=clock, owns=owns,
                           on_receipt_check=hooks.receipt_check(sends, outlets))
 

@@ -1,0 +1,71 @@
+"""Which partitions this worker owns. Herald's unit of scale is the partition: every topic Herald creates has
+`HERALD_PARTITIONS` partitions, and Faust's assignor gives a worker the same partition numbers of every topic its
+agents read (co-partitioned), so "partition p" names one slice of recipients (events keyed by recipient id) and one
+slice of messages (dispatches keyed by message id) at once. State is partitioned the same way, the critical lane
+reads the same partition numbers of its topics, and provider rate limits are shared in proportion.
+
+`Ownership` is told of every rebalance by the app (Faust's `on_partitions_revoked` / `on_partitions_assigned`
+signals) and tells its listeners in turn: revocations first, awaited, so a partition is let go everywhere before
+the group hands it to another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiokafka.partitioner import DefaultPartitioner
+
+log = logging.getLogger(__name__)
+
+# (assigned, revoked): the partitions gained and lost in one change.
+Listener = Callable[[frozenset[int], frozenset[int]], Awaitable[None]]
+
+_PARTITIONER = DefaultPartitioner()
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition the Kafka producers' default partitioner (murmur2, as Java's) puts `key` in."""
+    every = list(range(partitions))
+    return int(_PARTITIONER(key.encode(), every, every))
+
+
+class Ownership:
+    """The partition numbers this worker owns out of `total`, and who to tell when they change."""
+
+    def __init__(self, total: int, partitions: Iterable[int] | None = None) -> None:
+        """`partitions` None: the worker owns every partition until told otherwise (one worker, tools, tests)."""
+        self.total = total
+        self.partitions: frozenset[int] = frozenset(range(total) if partitions is None else partitions)
+        self._listeners: list[Listener] = []
+
+    @property
+    def share(self) -> float:
+        """The fraction of the partitions this worker owns: its share of what the group may do together."""
+        return len(self.partitions) / self.total if self.total else 0.0
+
+    def owns_partition(self, partition: int) -> bool:
+        return partition in self.partitions
+
+    def owns(self, key: str) -> bool:
+        """Whether the partition `key` hashes to (a recipient id, a message id) is this worker's."""
+        return partition_for(key, self.total) in self.partitions
+
+    def on_change(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def set(self, partitions: Iterable[int]) -> None:
+        """The new full set; listeners hear what was gained and lost (nothing, when nothing changed)."""
+        new = frozenset(partitions)
+        assigned, revoked = new - self.partitions, self.partitions - new
+        if not assigned and not revoked:
+            return
+        self.partitions = new
+        log.info("partitions changed", extra={"owned": sorted(new), "assigned": sorted(assigned),
+                                                "revoked": sorted(revoked)})
+        for listener in self._listeners:
+            await listener(assigned, revoked)
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Let these go now (a rebalance starts): listeners finish what they do with them first."""
+        await self.set(self.partitions - frozenset(partitions))
