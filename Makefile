@@ -14,7 +14,7 @@ UV := $(LOCK_VENV)/bin/uv
 LOCK_ARGS := --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	--custom-compile-command "make lock (CPython 3.11, Linux x86_64)" $(if $(UPGRADE),--upgrade)
 
-.PHONY: run test test-slow lint typecheck bench bench-critical bench-channels venv clean schema lock
+.PHONY: run test test-slow lint typecheck bench bench-critical bench-channels bench-email bench-memory venv clean schema lock
 
 # The build tools first (the pip that checks the hashes, the setuptools that builds Herald), then the exact
 # dependency set, then Herald itself without letting pip resolve anything (--no-deps) or fetch unhashed build
@@ -50,16 +50,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# One table, each row Herald against the bare client in the same run (bench/table.py; about 5 minutes on 2 cores).
+# `make bench BENCH_ARGS=--full` runs the acceptance sizes; `--only routing,email` some rows.
 bench: $(STAMP)
-	$(BIN)/python -m bench.email_throughput
-	$(BIN)/python -m bench.critical_latency
-	$(BIN)/python -m bench.channel_throughput
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-critical: $(STAMP)
 	$(BIN)/python -m bench.critical_latency
 
 bench-channels: $(STAMP)
 	$(BIN)/python -m bench.channel_throughput
+
+bench-email: $(STAMP)
+	$(BIN)/python -m bench.email_throughput
+
+bench-memory: $(STAMP)
+	$(BIN)/python -m bench.memory
 
 schema: $(STAMP)
 	$(BIN)/herald schema --write

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.common import Row, rate_row
 from channels.base import OutboundMessage
 from channels.registry import provider_class
 from channels.rendering.render import Renderer
@@ -35,6 +36,7 @@ CASES: dict[str, tuple[str, str]] = {
     "email.sendgrid": ("order.confirmed", "ana@example.com"),
     "webhook.standard": ("order.confirmed", ""),
 }
+GOAL = 0.8
 
 
 class Recording(httpx.AsyncBaseTransport):
@@ -98,7 +100,8 @@ async def measure(key: str, settings: Settings, renderer: Renderer, n: int, conc
     return herald, raw
 
 
-async def main(n: int, concurrency: int) -> None:
+async def run(n: int, concurrency: int) -> list[tuple[str, float, float]]:
+    """(provider, Herald sends/s, bare httpx sends/s) for every provider in `CASES`."""
     sim_port = free_port()
     data = Path(tempfile.mkdtemp(prefix="herald-bench-"))
     # Callbacks go to a port nobody listens on and are not retried: both sides trigger the same ones.
@@ -110,13 +113,28 @@ async def main(n: int, concurrency: int) -> None:
     try:
         await asyncio.to_thread(wait_http, f"{settings.sim_url}/_sim/health", 30, sim)
         renderer = Renderer(globals_={"brand": "Herald Shop"})
-        print(f"{n} sends per provider, {concurrency} in flight, simulator in its own process")
-        print(f"{'provider':<18}{'Herald sends/s':>16}{'bare httpx/s':>15}{'ratio':>8}")
+        results = []
         for key in CASES:
             herald, raw = await measure(key, settings, renderer, n, concurrency)
-            print(f"{key:<18}{n / herald:>16.0f}{n / raw:>15.0f}{raw / herald:>8.2f}")
+            results.append((key, n / herald, n / raw))
+        return results
     finally:
         stop_process(sim)
+
+
+def rows(results: list[tuple[str, float, float]], n: int, concurrency: int) -> list[Row]:
+    return [rate_row(key, herald, bare, GOAL, unit="sends/s", bare_unit="sends/s httpx",
+                     notes=[f"{key}: {n} sends, {concurrency} in flight, against the provider simulator"]
+                     if i == 0 else [])
+            for i, (key, herald, bare) in enumerate(results)]
+
+
+async def main(n: int, concurrency: int) -> None:
+    results = await run(n, concurrency)
+    print(f"{n} sends per provider, {concurrency} in flight, simulator in its own process")
+    print(f"{'provider':<18}{'Herald sends/s':>16}{'bare httpx/s':>15}{'ratio':>8}")
+    for key, herald, bare in results:
+        print(f"{key:<18}{herald:>16.0f}{bare:>15.0f}{herald / bare:>8.2f}")
 
 
 if __name__ == "__main__":

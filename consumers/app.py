@@ -5,6 +5,7 @@ No module-level app and no global settings: tests build as many apps as they lik
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
@@ -50,7 +51,7 @@ from consumers.state.retention import (
     sends_expiry,
 )
 from consumers.state.sends import SendLedger
-from consumers.state.stores import State
+from consumers.state.stores import State, worker_directory
 from consumers.topics import topic_specs
 from schemas.catalog import Catalog
 from schemas.settings import Settings
@@ -82,10 +83,16 @@ def load_catalog(settings: Settings) -> Catalog:
     return Catalog.load(settings.catalog or BUNDLED_CATALOG)
 
 
-def build_senders(settings: Settings, metrics: Metrics | None = None) -> dict[str, Sender]:
+def build_senders(settings: Settings, metrics: Metrics | None = None,
+                  share: Callable[[], float] | None = None) -> dict[str, Sender]:
     """One `Sender` per configured channel: its provider(s), each behind a circuit breaker (outside) and the
-    vendor's rate limit (inside), in a failover chain when there are several."""
+    vendor's rate limit (inside), in a failover chain when there are several.
+
+    The limits are the whole worker group's: this worker paces at `share()` of each (the fraction of the
+    partitions it owns, read at every send); None, the default, is a share of 1 (one worker, tools, tests)."""
     limits = effective_limits(settings.rate_limits)
+    if metrics is not None:
+        metrics.rate_limit_share.set_function(share or (lambda: 1.0))
     senders: dict[str, Sender] = {}
     for channel, vendors in parse_provider_spec(settings.providers).items():
         providers: list[Sender] = []
@@ -93,7 +100,9 @@ def build_senders(settings: Settings, metrics: Metrics | None = None) -> dict[st
             key = f"{channel}.{vendor}"
             provider = provider_class(key).from_settings(settings)
             per_sender, cost = declared_metering(provider)  # e.g. Twilio: each "From" number, in segments
-            limited = rate_limited(key, priority_gated(provider), limits=limits, per_sender=per_sender, cost=cost)
+            waits = metrics.rate_limit_wait_seconds.labels(channel, provider.name).inc if metrics else None
+            limited = rate_limited(key, priority_gated(provider), limits=limits, per_sender=per_sender, cost=cost,
+                                   share=share, on_wait=waits)
             breaker = CircuitBreaker(key, failure_threshold=settings.breaker_failure_threshold,
                                      reset_after=settings.breaker_reset_after)
             hook = None
@@ -179,14 +188,14 @@ def track_ownership(app: faust.App, settings: Settings) -> Ownership:
 
 def retention_rules(state: State, settings: Settings, catalog: Catalog, conversations: Conversations) -> list[Rule]:
     """What the janitor sweeps and when each entry expires (consumers/state/retention.py)."""
-    return [Rule("state.dedupe", state.dedupe, dedupe_expiry(settings.dedupe_window)),
-            Rule("state.caps", state.caps, caps_expiry(catalog)),
-            Rule("state.sends", state.sends, sends_expiry(settings.receipt_grace)),
+    return [Rule("state.dedupe", state.dedupe, dedupe_expiry(settings.dedupe_window), partitioned=True),
+            Rule("state.caps", state.caps, caps_expiry(catalog), partitioned=True),
+            Rule("state.sends", state.sends, sends_expiry(settings.receipt_grace), partitioned=True),
             Rule("state.contacts", state.contacts, questions_expiry(conversations.max_age)),
             Rule("state.documents", state.documents, documents_expiry),
             # Webhook delivery ids: first-seen times, remembered as long as idempotency keys are (HearBack's window).
             Rule("state.webhooks", state.webhooks, dedupe_expiry(settings.dedupe_window)),
-            Rule("state.schedules", state.schedules, None),
+            Rule("state.schedules", state.schedules, None, partitioned=True),
             Rule("preferences", state.preferences, None)]
 
 
@@ -198,8 +207,11 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     app = faust.App(settings.app_id, **faust_config(settings))
     catalog = catalog or load_catalog(settings)
     metrics = Metrics()
-    senders = build_senders(settings, metrics) if senders is None else senders
-    state = state or State.on_topics(settings)
+    ownership = track_ownership(app, settings)
+    # Provider limits hold for the group: each worker sends at the share of the partitions it owns.
+    senders = build_senders(settings, metrics, share=lambda: ownership.share) if senders is None else senders
+    # What grows with traffic is partitioned like the events and dispatches: each worker holds what it owns.
+    state = state or State.on_topics(settings, ownership=ownership, directory=worker_directory(settings))
     topics = {spec.short: app.topic(settings.topic(spec.short), key_serializer="raw", value_serializer="raw",
                                     partitions=settings.partitions)
               for spec in topic_specs()}
@@ -213,9 +225,8 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     documents = Documents(state.documents, renderer, keys, settings.public_url, template_globals=template_globals,
                           clock=clock)
     sends = SendLedger(state.sends, clock, lease=timedelta(seconds=settings.send_lease))
-    ownership = track_ownership(app, settings)
-    owns = ownership.owns
-    scheduler = Scheduler(state.schedules, publisher, outlets.statuses, clock=clock, owns=owns,
+    # The schedules store holds only this worker's partitions: every entry it lists is this worker's to release.
+    scheduler = Scheduler(state.schedules, publisher, outlets.statuses, clock=clock,
                           on_receipt_check=hooks.receipt_check(sends, outlets))
 
     ledger = PreferenceLedger(state.preferences, clock=clock,
@@ -236,8 +247,9 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
             after_send=hooks.remember_after_send(state.contacts, conversations, catalog, secret, clock),
             on_failure=hooks.suppress_dead_addresses(ledger, secret)))
     dead_letters = outlets.dead_letters
+
     async def ready_then(handler: Callable[[Record], Awaitable[None]], record: Record) -> None:
-        await state.ready()
+        await state.ready(record.partition)  # a partition just taken is handled once its state is read
         await handler(record)
 
     # The normal lane runs as Faust agents; the critical lane has a consumer of its own
@@ -253,7 +265,9 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
                   )(guarded_agent(partial(ready_then, delivery.handle), dead_letters, name))
         routes[settings.topic(f"dispatch.{channel}.critical")] = Route(delivery.handle, concurrently=True,
                                                                        stage=f"{name}_critical")
-    critical = CriticalLane(settings, routes, dead_letters, ready=state.ready)
+    routes[settings.topic("receipts")] = Route(hooks.apply_receipts(sends, outlets), concurrently=False,
+                                               stage="apply_receipts")
+    critical = CriticalLane(settings, routes, dead_letters, ownership=ownership, ready=state.ready)
 
     @app.task
     async def run_critical_lane() -> None:
@@ -264,7 +278,15 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
         await state.ready()
         await scheduler.run(settings.scheduler_interval)
 
-    janitor = Janitor(retention_rules(state, settings, catalog, conversations), clock=clock, owns=owns,
+    @app.task
+    async def measure_state() -> None:
+        while True:
+            metrics.partitions_owned.set(len(ownership.partitions))
+            for name, size in state.sizes().items():
+                metrics.state_keys.labels(name).set(size)
+            await asyncio.sleep(settings.state_metrics_interval)
+
+    janitor = Janitor(retention_rules(state, settings, catalog, conversations), clock=clock, owns=ownership.owns,
                       metrics=metrics)
 
     @app.task
@@ -275,7 +297,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     hearback = HearBack(webhook_receivers(senders), outlets, clock, ledger=ledger,
                         contacts=hooks.contacts_lookup(state.contacts, keys), replays=state.webhooks,
                         hooks=HearBackHooks(
-                            on_receipt=hooks.receipt_outcomes(sends, outlets),
+                            on_receipt=hooks.route_receipts(publisher),
                             on_reply=hooks.answer_replies(conversations, catalog, publisher, outlets.statuses,
                                                           clock)),
                         replay_window=settings.dedupe_window, max_body_bytes=settings.webhook_max_bytes)

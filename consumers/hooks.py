@@ -24,7 +24,7 @@ from consumers.inbound.replies import (
 from consumers.inbound.unsubscribe import list_unsubscribe_headers, unsubscribe_link
 from consumers.pipeline.fallback import fall_back
 from consumers.pipeline.outlets import Outlets
-from consumers.pipeline.records import Publisher
+from consumers.pipeline.records import Publisher, Record
 from consumers.pipeline.router import ConsentCheck
 from consumers.pipeline.status import StatusEmitter
 from consumers.state.conversations import Conversations, Question
@@ -128,6 +128,30 @@ def receipt_outcomes(sends: SendLedger, outlets: Outlets) -> Callable[[str, Stat
             await fall_back(outlets, record.dispatch, f"{record.dispatch.channel} {status.value}")
 
     return on_receipt
+
+
+def route_receipts(publisher: Publisher) -> Callable[[str, Status], Awaitable[None]]:
+    """A receipt heard on any worker goes to `receipts`, keyed by message id: the worker that owns the message's
+    partition (and so its send record) applies it (`apply_receipts`). Durable: the webhook's id is remembered
+    right after, and a remembered webhook is never applied again."""
+
+    async def on_receipt(message_id: str, status: Status) -> None:
+        value = orjson.dumps({"message_id": message_id, "status": status.value})
+        await publisher.send("receipts", message_id.encode(), value, durable=True)
+
+    return on_receipt
+
+
+def apply_receipts(sends: SendLedger, outlets: Outlets) -> Callable[[Record], Awaitable[None]]:
+    """The handler of `receipts` (on the critical lane's consumer, so a code's receipt never waits behind a
+    backlog): the send ledger and fallback make of each receipt what `receipt_outcomes` says."""
+    outcome = receipt_outcomes(sends, outlets)
+
+    async def handle(record: Record) -> None:
+        receipt = orjson.loads(record.value or b"")
+        await outcome(str(receipt["message_id"]), Status(receipt["status"]))
+
+    return handle
 
 
 def receipt_check(sends: SendLedger, outlets: Outlets) -> Callable[[Dispatch], Awaitable[None]]:

@@ -29,8 +29,10 @@ class TopicSpec:
 def topic_specs() -> list[TopicSpec]:
     """Short names of every topic (prefix added by `Settings.topic`)."""
     specs = [TopicSpec("events"), TopicSpec("events.critical"), TopicSpec("status"), TopicSpec("replies"),
-             TopicSpec("preferences", compacted=True), TopicSpec("deadletter")]
-    # Herald's own durable state (consumers/state/kvstore.py): compacted, replicated into every worker.
+             TopicSpec("preferences", compacted=True), TopicSpec("deadletter"),
+             # Receipts heard on any worker, keyed by message id, for the worker that owns the message's partition.
+             TopicSpec("receipts")]
+    # Herald's own durable state (consumers/state/kvstore.py): compacted; partitioned or replicated by store.
     specs += [TopicSpec(name, compacted=True) for name in STATE_TOPICS]
     specs += [TopicSpec(f"dispatch.{channel.value}{lane}") for channel in Channel for lane in LANES]
     return specs

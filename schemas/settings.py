@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     retention_interval: float = Field(default=300.0, gt=0, description="Seconds between sweeps that delete "
                                       "expired state (dedupe keys, cap counters, send records, questions, "
                                       "documents).")
+    state_metrics_interval: float = Field(default=10.0, gt=0, description="Seconds between readings of the "
+                                          "state size (`herald_state_keys`).")
     receipt_grace: timedelta = Field(default=timedelta(days=3), description="How long a send record is kept "
                                      "after its message expires, so late receipts still find it (seconds or "
                                      "ISO 8601 duration).")

@@ -1,9 +1,10 @@
 """Client-side rate limits: Herald paces each provider below its vendor's published limit instead of collecting
 429s, with a bucket per provider and, where the vendor meters each sending number, a bucket per number.
 
-Buckets live in one worker process: with N workers each one paces itself, so divide a limit by N (through
-`HERALD_RATE_LIMITS`) where the vendor meters the whole account. The vendor's 429 (`RateLimited`) stays the
-backstop, and its `Retry-After` holds the bucket for that long.
+Buckets live in one worker process, and a limit holds for the whole worker group through a `share`: the fraction
+of the group's sends this worker makes (the app passes the fraction of the partitions it owns). Every bucket refills
+at `rate * share()` and holds at most `burst * share()`, read at each acquire, so a rebalance re-shares at once.
+The vendor's 429 (`RateLimited`) stays the backstop, and its `Retry-After` holds the bucket for that long.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 SenderKey = Callable[[OutboundMessage], str | None]
 Cost = Callable[[OutboundMessage], float]
+Share = Callable[[], float]  # this worker's fraction of the group's limit, 0..1
+WaitHook = Callable[[float], None]  # told the seconds a send waited for its tokens (metrics)
 
 # Float refill arithmetic lands a hair under a whole token; without the slack a waiter would sleep a second time
 # for nanoseconds.
 EPSILON = 1e-9
+# A worker whose share is 0 looks again this often whether the group gave it partitions meanwhile.
+ZERO_SHARE_POLL = 0.1
 
 # The vendors' published defaults, by provider key. Accounts can be raised above these by the vendor; override
 # them with `HERALD_RATE_LIMITS` (`parse_limits`). Providers absent here (`email.smtp`, `webhook.standard`) have no
@@ -110,23 +115,40 @@ class TokenBucket:
     the head of the queue sleeps (no herd of waiters waking to race for each token). An `urgent` acquire (a code,
     a password reset) goes before every ordinary one, however many are queued: it waits at most for the one
     ordinary waiter already sleeping at the head, which then steps back without taking the token.
+
+    `rate` and `burst` are the whole worker group's; with a `share` this bucket refills at `rate * share()` and
+    holds at most `burst * share()` (`effective`), read at every refill, so a new share applies to the next token
+    (tokens above a smaller capacity are dropped). A share of 0 (a worker that owns no partition, yet is handed
+    a send during a rebalance) refills nothing: an acquire then waits for the share to turn positive, re-reading
+    it every `ZERO_SHARE_POLL` seconds, but at most as long as the whole group's bucket takes to refill
+    (`burst / rate`, one second at the default burst, or one token's time for limits under 1/s) since the last
+    such send went, and then goes without a token. So a stray send is late, never refused or stuck, and a worker
+    that owns nothing sends at most one message per refill time through each bucket.
     """
 
     def __init__(self, rate: float, burst: float | None = None, *, clock: Clock = time.monotonic,
-                 sleep: Sleep = asyncio.sleep) -> None:
+                 sleep: Sleep = asyncio.sleep, share: Share | None = None) -> None:
         burst = max(1.0, rate) if burst is None else burst
         if rate <= 0 or burst <= 0:
             raise ValueError("rate and burst must be above zero")
         self.rate = rate
         self.burst = burst
+        self.share = share
         self._clock = clock
         self._sleep = sleep
         self._tokens = burst
         self._updated = clock()
+        self._stray_at: float | None = None  # while the share is 0: when the next send may go without a token
         self._lock = asyncio.Lock()
         self._urgent = 0  # urgent acquires waiting
         self._no_urgent = asyncio.Event()
         self._no_urgent.set()
+
+    @property
+    def effective(self) -> tuple[float, float]:
+        """(tokens per second, capacity) of this worker now: the group's, times its share (clamped to 0..1)."""
+        share = 1.0 if self.share is None else min(1.0, max(0.0, self.share()))
+        return self.rate * share, self.burst * share
 
     @property
     def tokens(self) -> float:
@@ -134,18 +156,21 @@ class TokenBucket:
         self._refill()
         return self._tokens
 
-    def _refill(self) -> None:
+    def _refill(self) -> tuple[float, float]:
+        rate, capacity = self.effective
         now = self._clock()
-        self._tokens = min(self.burst, self._tokens + max(0.0, now - self._updated) * self.rate)
+        self._tokens = min(capacity, self._tokens + max(0.0, now - self._updated) * rate)
         self._updated = now
+        if rate > 0:
+            self._stray_at = None
+        return rate, capacity
 
     async def acquire(self, tokens: float = 1.0, *, urgent: bool = False) -> float:
         """Wait until `tokens` are available and take them; returns the seconds waited.
 
-        More tokens than `burst` (a long SMS on a 1-segment-per-second number) wait for a full bucket and leave it
-        in debt, so the next caller waits the difference: the rate holds without refusing the big ones.
+        More tokens than the capacity (a long SMS on a 1-segment-per-second number) wait for a full bucket and
+        leave it in debt, so the next caller waits the difference: the rate holds without refusing the big ones.
         """
-        need = min(tokens, self.burst)
         start = self._clock()
         if urgent:
             self._urgent += 1
@@ -156,11 +181,21 @@ class TokenBucket:
                     await self._no_urgent.wait()
                 async with self._lock:
                     while urgent or not self._urgent:
-                        self._refill()
+                        rate, capacity = self._refill()
+                        if rate <= 0:  # this worker owns nothing now (see the class)
+                            now = self._clock()
+                            if self._stray_at is None:
+                                self._stray_at = now + self.burst / self.rate
+                            if self._stray_at - now <= EPSILON:
+                                self._stray_at = None  # the next stray waits a whole refill time again
+                                return now - start
+                            await self._sleep(min(self._stray_at - now, ZERO_SHARE_POLL))
+                            continue
+                        need = min(tokens, capacity)
                         if self._tokens >= need - EPSILON:
                             self._tokens -= tokens
                             return self._clock() - start
-                        await self._sleep((need - self._tokens) / self.rate)
+                        await self._sleep((need - self._tokens) / rate)
                 # An urgent acquire arrived while this one queued or slept: it steps back and queues again after.
         finally:
             if urgent:
@@ -172,29 +207,31 @@ class TokenBucket:
         """Take `tokens` if they are there now and nobody is queued before us; never waits."""
         if self._lock.locked() or self._urgent:
             return False
-        self._refill()
-        if self._tokens >= min(tokens, self.burst) - EPSILON:
+        rate, capacity = self._refill()
+        if rate > 0 and self._tokens >= min(tokens, capacity) - EPSILON:
             self._tokens -= tokens
             return True
         return False
 
     def hold(self, seconds: float) -> None:
         """No token for the next `seconds` (a vendor's `Retry-After`); never shortens a longer wait."""
-        self._refill()
-        self._tokens = min(self._tokens, 1.0 - seconds * self.rate)
+        rate, capacity = self._refill()
+        self._tokens = min(self._tokens, min(1.0, capacity) - seconds * rate)
 
 
 class RateLimitedSender(ProviderWrapper):
     """A provider behind its bucket and, when `per_sender` names the sending number of a message, behind that
     number's bucket too (made on first use at `per_sender_rate`; numbers come from configuration, so the set is
-    bounded). `cost` is the tokens one message takes (SMS segments on Twilio); one by default.
+    bounded). `cost` is the tokens one message takes (SMS segments on Twilio); one by default. `share` is this
+    worker's share of the group's limits, given to the number buckets it makes (see `TokenBucket`); `on_wait`
+    hears the seconds each send waited for its tokens, when it waited.
 
     Stands where the provider stood: same `name`, `channel`, webhook methods (see `ProviderWrapper`).
     """
 
     def __init__(self, inner: Sender, bucket: TokenBucket | None, *, per_sender: SenderKey | None = None,
                  per_sender_rate: float | None = None, cost: Cost | None = None, clock: Clock = time.monotonic,
-                 sleep: Sleep = asyncio.sleep) -> None:
+                 sleep: Sleep = asyncio.sleep, share: Share | None = None, on_wait: WaitHook | None = None) -> None:
         if per_sender is not None and per_sender_rate is None:
             raise ValueError("per_sender needs per_sender_rate")
         super().__init__(inner)
@@ -203,6 +240,8 @@ class RateLimitedSender(ProviderWrapper):
         self.per_sender_rate = per_sender_rate
         self.cost = cost
         self.sender_buckets: dict[str, TokenBucket] = {}
+        self.share = share
+        self.on_wait = on_wait
         self._clock = clock
         self._sleep = sleep
 
@@ -211,7 +250,7 @@ class RateLimitedSender(ProviderWrapper):
         if bucket is None:
             assert self.per_sender_rate is not None
             bucket = self.sender_buckets[key] = TokenBucket(self.per_sender_rate, clock=self._clock,
-                                                            sleep=self._sleep)
+                                                            sleep=self._sleep, share=self.share)
         return bucket
 
     async def send(self, message: OutboundMessage) -> SendResult:
@@ -224,8 +263,11 @@ class RateLimitedSender(ProviderWrapper):
             buckets.append(self.bucket)
         # The narrow bucket first: waiting on a number's bucket while holding an account token would waste it.
         urgent = message.options.get("priority") == "critical"
+        waited = 0.0
         for bucket in buckets:
-            await bucket.acquire(tokens, urgent=urgent)
+            waited += await bucket.acquire(tokens, urgent=urgent)
+        if waited > 0 and self.on_wait is not None:
+            self.on_wait(waited)
         try:
             return await self.inner.send(message)
         except RateLimited as exc:
@@ -282,17 +324,18 @@ def sms_segment_cost(message: OutboundMessage) -> float:
 
 def rate_limited(key: str, provider: Sender, *, limits: Mapping[str, float | None],
                  per_sender: SenderKey | None = None, cost: Cost | None = None, clock: Clock = time.monotonic,
-                 sleep: Sleep = asyncio.sleep) -> Sender:
+                 sleep: Sleep = asyncio.sleep, share: Share | None = None,
+                 on_wait: WaitHook | None = None) -> Sender:
     """`provider` behind the limit for `key` (`sms.twilio`), or `provider` itself when it has none.
 
     With `per_sender` (the provider's declared metering) the rate is per sending number; without it, the whole
-    provider gets one bucket at that rate (for a per-number vendor: safe, slower).
+    provider gets one bucket at that rate (for a per-number vendor: safe, slower). The limits are the whole
+    group's: each bucket paces at `rate * share()` (None: this worker is the group).
     """
     rate = limits.get(key)
     if rate is None:
         return provider
-    if per_sender is not None:
-        return RateLimitedSender(provider, None, per_sender=per_sender, per_sender_rate=rate, cost=cost,
-                                 clock=clock, sleep=sleep)
-    return RateLimitedSender(provider, TokenBucket(rate, clock=clock, sleep=sleep), cost=cost, clock=clock,
-                             sleep=sleep)
+    bucket = None if per_sender is not None else TokenBucket(rate, clock=clock, sleep=sleep, share=share)
+    return RateLimitedSender(provider, bucket, per_sender=per_sender,
+                             per_sender_rate=rate if per_sender is not None else None, cost=cost, clock=clock,
+                             sleep=sleep, share=share, on_wait=on_wait)

@@ -71,10 +71,25 @@ class Metrics:
         self.circuit_state = Gauge("herald_provider_circuit_state",
                                    "Circuit breaker per provider: 0 closed, 1 half-open, 2 open.",
                                    ["channel", "provider"], registry=r)
+        self.rate_limit_share = Gauge("herald_rate_limit_share",
+                                      "This worker's share of every provider rate limit: the fraction of the "
+                                      "partitions it owns (0 while it owns none; the group's shares sum to 1).",
+                                      registry=r)
+        self.rate_limit_wait_seconds = Counter("herald_rate_limit_wait_seconds_total",
+                                               "Seconds sends waited for rate-limit tokens (this worker's share "
+                                               "of the provider's limit, and of each sending number's).",
+                                               ["channel", "provider"], registry=r)
 
         self.state_entries = Gauge("herald_state_entries",
-                                   "Entries in each state store after the last retention sweep (every worker "
-                                   "holds them all in memory).", ["store"], registry=r)
+                                   "Entries in each state store after the last retention sweep.", ["store"],
+                                   registry=r)
+        self.state_keys = Gauge("herald_state_keys",
+                                "Keys each state store holds on this worker, read every few seconds: its own "
+                                "partitions for a partitioned store, everything for a replicated one.", ["store"],
+                                registry=r)
+        self.partitions_owned = Gauge("herald_partitions_owned",
+                                      "Partitions of each topic this worker owns (the same numbers for every topic).",
+                                      registry=r)
         self.state_expired = Counter("herald_state_expired_total",
                                      "State entries deleted by the retention sweep because they expired.",
                                      ["store"], registry=r)

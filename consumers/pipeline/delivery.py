@@ -134,7 +134,7 @@ class DeliveryStage:
         if d.message_id in self._in_flight:
             # Another copy of this dispatch (a replayed event's) is on its way out of this very worker, which may
             # not have written `pending` yet: look again when a lease would end.
-            await self.scheduler.add(self.clock() + self.sends.lease, d, "lease")
+            await self.scheduler.add(self.clock() + self.sends.lease, d, "lease", partition=record.partition)
             return
         self._in_flight.add(d.message_id)  # no await since the check above: the claim is atomic
         try:
@@ -146,7 +146,7 @@ class DeliveryStage:
         if lease_ends := self.sends.lease_held(d):
             # Another worker took this attempt moments ago (a rebalance), or died sending it: look again when
             # its lease ends, and send then if it is still not done.
-            await self.scheduler.add(lease_ends, d, "lease")
+            await self.scheduler.add(lease_ends, d, "lease", partition=record.partition)
             return
         if self.sends.was_pending(d):
             self.metrics.resends.labels(d.channel).inc()  # at most one duplicate, and it is counted
@@ -233,7 +233,8 @@ class DeliveryStage:
                                          locale=message.rendered.locale, detail=result.detail)
         entry = self.catalog.get(d.event_type)
         if entry and entry.receipt_wait and d.fallback:
-            await self.scheduler.add(self.clock() + entry.receipt_wait, d, "receipt_wait", kind="receipt_check")
+            await self.scheduler.add(self.clock() + entry.receipt_wait, d, "receipt_wait", kind="receipt_check",
+                                     partition=record.partition)
         await self.hooks.after_send(d, result.provider)
 
     async def _failed_attempt(self, record: Record, d: Dispatch, sender: Sender, message: OutboundMessage,
@@ -254,7 +255,8 @@ class DeliveryStage:
                                              error=exc.reason, detail=exc.detail)
             await self.sends.outcome(d.message_id, "failed")  # this attempt is over: no lease to wait out
             await self.scheduler.add(due, d.model_copy(update={
-                "attempt": attempt + spent, "first_failure_at": d.first_failure_at or self.clock()}), "retry")
+                "attempt": attempt + spent, "first_failure_at": d.first_failure_at or self.clock()}), "retry",
+                partition=record.partition)
             return
         await self.statuses.for_dispatch(d, Status.FAILED, provider=provider, locale=locale, attempt=attempt,
                                          error=exc.reason, detail=exc.detail)

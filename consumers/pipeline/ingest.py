@@ -99,7 +99,7 @@ class IngestStage:
             if flag:
                 await self.statuses.for_event(event_mid, status, event=event, detail=detail)
                 return
-        await self._carry_out(result)
+        await self._carry_out(result, record.partition)
 
     def _oversized(self, result: RouteResult) -> Rejection | None:
         """A dispatch the producer would refuse (it carries the payload, and grows it): refused whole, before any
@@ -111,13 +111,15 @@ class IngestStage:
                                  f"its {d.channel} message is {size} bytes; the limit is {self.max_record_bytes}")
         return None
 
-    async def _carry_out(self, result: RouteResult) -> None:
+    async def _carry_out(self, result: RouteResult, partition: int) -> None:
+        """Publish and schedule the event's messages, then record its dedupe key and cap count in `partition`
+        (the event's: the recipient's state lives where the recipient's events do)."""
         for d in result.dispatches:
             # `accepted` is queued before the dispatch so it always precedes `sent` for the same key.
             await self.statuses.for_dispatch(d, Status.ACCEPTED, attempt=0)
             await publish_dispatch(self.publisher, d)
         for due, d, reason in result.scheduled:
-            await self.scheduler.add(due, d, reason)
+            await self.scheduler.add(due, d, reason, partition=partition)
             await self.statuses.for_dispatch(d, Status.SCHEDULED, attempt=0, detail=f"{reason} {due.isoformat()}")
         # State is recorded after the messages are out: a crash in between replays the event, and the
         # send ledger keeps the replay from sending twice.
@@ -131,7 +133,7 @@ class IngestStage:
 
             async def remember() -> None:
                 try:
-                    await self.router.dedupe.put(key, seen)
+                    await self.router.dedupe.put(key, seen, partition=partition)
                 finally:
                     pending.dedupe.discard(key)
 
@@ -148,7 +150,7 @@ class IngestStage:
             async def count() -> None:
                 try:
                     caps = self.router.caps
-                    await caps.put(cap, str(int(caps.get(cap) or b"0") + added).encode())
+                    await caps.put(cap, str(int(caps.get(cap) or b"0") + added).encode(), partition=partition)
                 finally:
                     uncount()
 

@@ -1,8 +1,9 @@
 """The scheduler: messages that must wait (quiet hours, `sendat`, reminders, retries, receipt checks) are kept in
 a `TopicStore` and released when due. They survive restarts because the store does.
 
-Every worker holds every entry; an entry is released only by the worker that owns its recipient's partition of
-`herald.events`, so one worker releases it. Time comes from an injectable clock, so tests run on simulated time.
+An entry lives in the partition of the record that scheduled it (the event's, for a reminder; the dispatch's, for
+a retry), and the store is partitioned: a worker holds, and releases, only the entries of the partitions it owns,
+so one worker releases each. Time comes from an injectable clock, so tests run on simulated time.
 """
 
 from __future__ import annotations
@@ -54,22 +55,27 @@ class Scheduler:
         self.on_receipt_check = on_receipt_check
         self._parsed: dict[str, tuple[bytes, ScheduleEntry]] = {}
 
-    async def add(self, due_at: datetime, dispatch: Dispatch, reason: str, kind: Kind = "dispatch") -> None:
+    async def add(self, due_at: datetime, dispatch: Dispatch, reason: str, kind: Kind = "dispatch", *,
+                  partition: int | None = None) -> None:
+        """Keep `dispatch` until `due_at`, in `partition` (that of the record being handled)."""
         entry = ScheduleEntry(due_at=due_at, kind=kind, reason=reason, dispatch=dispatch)
         # Durable: the record that led here is committed once its handler returns, and this entry is all that
         # is left of the message until it is released.
         await self.store.put(entry_key(kind, dispatch.message_id, dispatch.attempt), entry.model_dump_json().encode(),
-                             durable=True)
+                             durable=True, partition=partition)
 
     def entries(self) -> list[tuple[str, ScheduleEntry]]:
-        """Every entry, parsed once per stored version."""
+        """Every entry, parsed once per stored version (compared by value: a store on disk hands out new bytes)."""
         found = []
-        for key in self.store.list_keys():
+        keys = list(self.store.list_keys())
+        for stale in self._parsed.keys() - set(keys):  # released elsewhere, erased, or its partition let go
+            del self._parsed[stale]
+        for key in keys:
             raw = self.store.get(key)
             if raw is None:
                 continue
             cached = self._parsed.get(key)
-            if cached is None or cached[0] is not raw:
+            if cached is None or cached[0] != raw:
                 try:
                     cached = (raw, ScheduleEntry.model_validate_json(raw))
                 except ValueError:

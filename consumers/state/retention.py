@@ -1,7 +1,7 @@
 """State retention: entries in Herald's stores stop mattering at a time they carry, and the janitor deletes them.
 
-Every worker holds every store in memory (consumers/state/kvstore.py), so state that is never deleted is a leak that
-grows with traffic. Each rule says when an entry may go:
+State that is never deleted is a leak that grows with traffic (on disk, and in the time a partition takes to be
+read again after a rebalance). Each rule says when an entry may go:
 
 - idempotency keys: `dedupe_window` after they were seen;
 - frequency-cap counters: when their window ends (at once if their category is no longer capped);
@@ -13,7 +13,8 @@ grows with traffic. Each rule says when an entry may go:
   (values are first-seen times, as for idempotency keys; a replay after that is applied again).
 
 Preferences are never swept (they are the person's), and schedules delete themselves when they fire. Each
-worker sweeps only the keys it owns, so N workers do not each write the same tombstone; a key that nobody owns
+worker sweeps only the keys it owns (a partitioned store's keys are all its own; a replicated store's, those
+whose hash falls in its partitions), so N workers do not each write the same tombstone; a key that nobody owns
 during a rebalance waits for the next sweep. Rules read values with orjson, not pydantic: a sweep touches every
 entry, and only one or two fields of each.
 """
@@ -93,6 +94,7 @@ class Rule:
     name: str  # the metric label: the store's topic short name
     store: KeyValueStore
     expiry: Expiry | None  # None: never swept, only counted
+    partitioned: bool = False  # the store holds only this worker's partitions: every key it lists is its to sweep
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ class Janitor:
             for i, key in enumerate(keys):
                 if i and i % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-                if rule.expiry is None or not self.owns(key) or (value := rule.store.get(key)) is None:
+                mine = rule.partitioned or self.owns(key)
+                if rule.expiry is None or not mine or (value := rule.store.get(key)) is None:
                     continue
                 try:
                     expires = rule.expiry(key, value)

@@ -13,6 +13,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from consumers.cli.publish import EventProducer, parse_status, read_topic
+from consumers.dev.broker import free_port
 from consumers.dev.devstack import start_worker, stop_process, wait_http
 from consumers.dev.mailsink import MailSink
 from consumers.topics import ensure_topics
@@ -33,11 +34,22 @@ class Stack:
         await ensure_topics(self.settings)
 
     def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        """A worker, returned once ready. Several at once: give each its own `HERALD_WEB_PORT`,
+        `HERALD_ADMIN_PORT` (its /ready is waited on) and `HERALD_DATA_DIR` in `env` (see `other_worker_env`)."""
         log = Path(self.settings.data_dir) / f"worker-{len(self.workers)}.log"
         process = start_worker(self.settings, log, env=env)
         self.workers.append(process)
-        wait_http(f"http://127.0.0.1:{self.settings.admin_port}/ready", 60, process)
+        admin_port = env.get("HERALD_ADMIN_PORT", str(self.settings.admin_port))
+        wait_http(f"http://127.0.0.1:{admin_port}/ready", 60, process)
         return process
+
+    def other_worker_env(self, name: str) -> dict[str, str]:
+        """`start_worker` environment for one more worker of the same group running beside the first: web and
+        admin ports and a data directory of its own (`<data_dir>/<name>`)."""
+        data = Path(self.settings.data_dir) / name
+        data.mkdir(parents=True, exist_ok=True)
+        return {"HERALD_WEB_PORT": str(free_port()), "HERALD_ADMIN_PORT": str(free_port()),
+                "HERALD_DATA_DIR": str(data)}
 
     def stop_workers(self) -> None:
         for process in self.workers:

@@ -1,5 +1,6 @@
 """TopicStore on the embedded broker: state written by one worker is there for every other, and after a restart,
-without trusting ListOffsets (Faust's table recovery lost updates here)."""
+without trusting ListOffsets (Faust's table recovery lost updates here); a partitioned store holds only the
+partitions its worker owns, takes one over on a rebalance and resumes its own from disk."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import textwrap
 
 import pytest
 
+from consumers.ownership import Ownership, partition_for
 from consumers.state.kvstore import TopicStore
 from schemas.settings import Settings
 
@@ -29,7 +31,7 @@ async def test_kvstore__a_new_replica_sees_every_write_and_delete(stack) -> None
     b = TopicStore(stack.settings, "state.dedupe")
     await b.ready()
     try:
-        assert len(b.data) == 499 and b.get("k7") is None and b.get("k8") == b"changed"
+        assert len(list(b.list_keys())) == 499 and b.get("k7") is None and b.get("k8") == b"changed"
         await a.put("live", b"1")  # a running replica follows the other's writes
         for _ in range(100):
             if b.get("live") == b"1":
@@ -73,3 +75,52 @@ async def test_kvstore__writes_survive_a_sigkilled_writer(stack) -> None:  # typ
         assert sorted(reader.list_keys()) == sorted(f"key-{i}" for i in range(300))
     finally:
         await reader.stop()
+
+
+def keys_by_partition(n: int, partitions: int) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    for i in range(n):
+        found[partition_for(f"m{i}", partitions)].append(f"m{i}")
+    return found
+
+
+async def test_kvstore__a_partitioned_store_holds_its_partitions_and_follows_a_rebalance(  # type: ignore[no-untyped-def]
+        stack, tmp_path) -> None:
+    settings: Settings = stack.settings
+    total = settings.partitions
+    by_partition = keys_by_partition(300, total)
+    writer = TopicStore(settings, "state.sends")  # replicated: writes every partition
+    await writer.ready()
+    for keys in by_partition.values():
+        for key in keys:
+            await writer.put(key, b"v1")
+    await writer.put("elsewhere", b"x", partition=1)  # an explicit partition wins over the key's hash
+    await writer.flush()
+    ownership = Ownership(total, [0])
+    mine = TopicStore(settings, "state.sends", ownership=ownership, directory=tmp_path / "w1")
+    try:
+        await mine.ready()
+        assert sorted(mine.list_keys()) == sorted(by_partition[0]) and mine.size() == len(by_partition[0])
+        assert mine.get(by_partition[1][0]) is None  # not this worker's
+        await ownership.set([0, 1])  # a rebalance gives it partition 1 as well
+        await asyncio.wait_for(mine.ready(1), 20)
+        assert sorted(mine.list_keys()) == sorted([*by_partition[0], *by_partition[1], "elsewhere"])
+        await ownership.set([1])  # ...and takes partition 0 away
+        assert mine.get(by_partition[0][0]) is None and mine.served == {1}
+        await mine.put(by_partition[1][0], b"v2")  # its own write shows at once and stays in partition 1
+        assert mine.get(by_partition[1][0]) == b"v2"
+        await mine.delete("elsewhere")
+        await mine.flush()
+    finally:
+        await mine.stop()
+    # A restarted worker resumes partition 1 from its copy on disk, and still sees what others wrote meanwhile.
+    await writer.put(by_partition[1][1], b"while-away")
+    await writer.flush()
+    again = TopicStore(settings, "state.sends", ownership=Ownership(total, [1]), directory=tmp_path / "w1")
+    try:
+        await asyncio.wait_for(again.ready(), 20)
+        assert again.get(by_partition[1][0]) == b"v2" and again.get(by_partition[1][1]) == b"while-away"
+        assert again.get("elsewhere") is None and len(list(again.list_keys())) == len(by_partition[1])
+    finally:
+        await again.stop()
+        await writer.stop()

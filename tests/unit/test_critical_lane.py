@@ -1,4 +1,5 @@
-"""The critical lane's loop over a fake consumer: partitions run side by side, commits follow outcomes."""
+"""The critical lane's loop over a fake consumer: partitions run side by side, commits follow outcomes, and the lane
+reads the partitions the worker owns, letting one go only once its batch is committed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.observe.metrics import Metrics
+from consumers.ownership import Ownership
 from consumers.pipeline.critical import CriticalLane, Route
 from consumers.pipeline.deadletter import DeadLetters
 from consumers.pipeline.records import Record
@@ -28,19 +30,28 @@ class FakeConsumer:
         self.position = dict.fromkeys(self.records, 0)
         self.paused: set[TopicPartition] = set()
         self.commits: list[dict[TopicPartition, int]] = []
+        self.assigned: set[TopicPartition] = set()
+        self.assignments: list[set[TopicPartition]] = []
         self.stopped = False
 
     async def start(self) -> None: ...
 
-    def subscribe(self, topics: list[str], listener: object) -> None: ...
+    def assign(self, tps: list[TopicPartition]) -> None:
+        """Like aiokafka: each partition resumes from its last commit, unpaused."""
+        self.assigned = set(tps)
+        self.assignments.append(set(tps))
+        self.paused &= self.assigned
+        committed = {tp: off for c in self.commits for tp, off in c.items()}
+        for tp in self.assigned & set(self.records):
+            self.position[tp] = committed.get(tp, 0)
 
     def assignment(self) -> set[TopicPartition]:
-        return set(self.records)
+        return set(self.assigned)
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         out = {}
         for tp, rs in self.records.items():
-            if tp not in self.paused and self.position[tp] < len(rs):
+            if tp in self.assigned and tp not in self.paused and self.position[tp] < len(rs):
                 out[tp] = rs[self.position[tp]:self.position[tp] + max_records]
                 self.position[tp] += len(out[tp])
         await asyncio.sleep(0.001)
@@ -62,14 +73,17 @@ class FakeConsumer:
         self.stopped = True
 
 
-def records(topic: str, n: int) -> list[ConsumerRecord]:
-    return [ConsumerRecord(topic, 0, i, 0, 0, f"msg-{i}".encode(), b"{}", None, 0, 0, []) for i in range(n)]
+def records(topic: str, n: int, partition: int = 0) -> list[ConsumerRecord]:
+    return [ConsumerRecord(topic, partition, i, 0, 0, f"msg-{i}".encode(), b"{}", None, 0, 0, [])
+            for i in range(n)]
 
 
-def lane(tmp_path: Path, routes: Mapping[str, Route], consumer: FakeConsumer) -> CriticalLane:
+def lane(tmp_path: Path, routes: Mapping[str, Route], consumer: FakeConsumer,
+         ownership: Ownership | None = None) -> CriticalLane:
     settings = unique_settings(tmp_path, critical_batch=3)
-    critical = CriticalLane(settings, routes, DeadLetters(publisher=None, metrics=Metrics()))  # type: ignore[arg-type]
-    critical._consumer = lambda: consumer  # type: ignore[method-assign]
+    critical = CriticalLane(settings, routes, DeadLetters(publisher=None, metrics=Metrics()),  # type: ignore[arg-type]
+                            ownership=ownership or Ownership(1))
+    critical._consumer_for = lambda: consumer  # type: ignore[method-assign]
     return critical
 
 
@@ -134,3 +148,36 @@ async def test_critical_lane__events_of_a_partition_keep_their_order(tmp_path: P
     consumer = FakeConsumer({TopicPartition(EMAIL, 0): records(EMAIL, 5)})
     await run_until(lane(tmp_path, {EMAIL: Route(route, concurrently=False, stage="e")}, consumer), done)
     assert seen == [0, 1, 2, 3, 4]
+
+
+async def test_critical_lane__reads_the_partitions_the_worker_owns_and_follows_a_rebalance(tmp_path: Path) -> None:
+    handled: list[tuple[int, int]] = []
+    release = asyncio.Event()
+
+    async def route(record: Record) -> None:
+        if record.partition == 0 and record.offset == 0:
+            await release.wait()  # a batch in flight on partition 0 when the rebalance takes it away
+        handled.append((record.partition, record.offset))
+
+    tp0, tp1, tp2 = (TopicPartition(EMAIL, p) for p in range(3))
+    consumer = FakeConsumer({tp0: records(EMAIL, 2, 0), tp1: records(EMAIL, 2, 1), tp2: records(EMAIL, 2, 2)})
+    ownership = Ownership(3, [0, 1])
+    critical = lane(tmp_path, {EMAIL: Route(route, concurrently=False, stage="e")}, consumer, ownership)
+    task = asyncio.create_task(critical.run())
+    try:
+        while (1, 1) not in handled:
+            await asyncio.sleep(0.005)
+        assert consumer.assigned == {tp0, tp1} and not any(p == 2 for p, _ in handled)
+        rebalance = asyncio.create_task(ownership.set([1, 2]))  # partition 0 goes to another worker
+        await asyncio.sleep(0.05)
+        assert not rebalance.done()  # it waits for the batch in flight on partition 0...
+        release.set()
+        await asyncio.wait_for(rebalance, 2)
+        assert {tp0: 2} in consumer.commits  # ...which is committed before the partition is let go
+        assert consumer.assigned == {tp1, tp2}
+        while (2, 1) not in handled:
+            await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert sorted(handled) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]  # each once

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 
@@ -14,8 +15,10 @@ from channels.registry import PROVIDERS
 from channels.rendering.render import Rendered
 from channels.resilience.breaker import BreakerSender
 from channels.resilience.chain import ProviderChain
+from channels.resilience.priority import PriorityGate
 from channels.resilience.ratelimit import (
     PUBLISHED_LIMITS,
+    ZERO_SHARE_POLL,
     Metering,
     RateLimitedSender,
     TokenBucket,
@@ -28,6 +31,7 @@ from channels.resilience.ratelimit import (
     sms_segment_cost,
 )
 from consumers.app import build_senders
+from consumers.observe.metrics import Metrics
 from schemas.settings import Settings
 from tests.fakes import FakeClock, ScriptedSender
 
@@ -58,8 +62,19 @@ def message(address: str = "+34600111222", text: str = "Your code is 482913", n:
                            rendered=Rendered(template="otp.requested/sms", locale="en", parts={"text": text}))
 
 
-def bucket(clock: FakeClock[float], rate: float, burst: float | None = None) -> TokenBucket:
-    return TokenBucket(rate, burst, clock=clock, sleep=clock.sleep)
+def bucket(clock: FakeClock[float], rate: float, burst: float | None = None,
+           share: Callable[[], float] | None = None) -> TokenBucket:
+    return TokenBucket(rate, burst, clock=clock, sleep=clock.sleep, share=share)
+
+
+class Share:
+    """A worker's share of the group's limits, as a test sets it (the app reads `Ownership.share`)."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self) -> float:
+        return self.value
 
 
 # --- TokenBucket ---------------------------------------------------------------------------------------------------
@@ -178,6 +193,109 @@ async def test_token_bucket__hold_blocks_for_retry_after_but_never_shortens_a_wa
 def test_token_bucket__refuses_nonpositive_values(rate: float, burst: float) -> None:
     with pytest.raises(ValueError):
         TokenBucket(rate, burst)
+
+
+# --- a worker's share of the group's limit --------------------------------------------------------------------------
+
+SHARES = [
+    # (rate, burst, share, when the first five acquires go)
+    (2, 1, 1.0, [0, 0.5, 1.0, 1.5, 2.0]),
+    (2, 1, 0.5, [0, 1, 2, 3, 4]),  # capacity 0.5: one message still goes, and its debt is paid at 1/s
+    (4, 4, 0.5, [0, 0, 0.5, 1.0, 1.5]),  # 2/s, two saved up
+    (4, 4, 0.25, [0, 1, 2, 3, 4]),
+    (2, 1, 3.0, [0, 0.5, 1.0, 1.5, 2.0]),  # a share is at most the whole limit
+]
+
+
+@pytest.mark.parametrize("rate, burst, share, expected", SHARES,
+                         ids=["whole", "half-of-one-per-half-second", "half-burst-and-rate", "quarter", "capped"])
+async def test_token_bucket__paces_at_rate_times_share(rate: float, burst: float, share: float,
+                                                       expected: list[float]) -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate, burst, share=Share(share))
+    done = []
+    for _ in range(5):
+        await b.acquire()
+        done.append(clock())
+    assert done == pytest.approx(expected)
+
+
+async def test_token_bucket__a_new_share_applies_to_the_next_token() -> None:
+    clock = FakeClock()
+    share = Share(1.0)
+    b = bucket(clock, rate=2, burst=1, share=share)
+    done = []
+    for now in (1.0, 0.5, 0.5, 1.0, 1.0):
+        share.value = now  # a rebalance between two sends
+        await b.acquire()
+        done.append(clock())
+    # 2/s; then 1/s with capacity 0.5 (half a token opens the bucket, the other half is a debt paid at 1/s);
+    # then 2/s again, the last debt paid at the new rate.
+    assert done == pytest.approx([0, 0.5, 1.5, 2.25, 2.75])
+
+
+async def test_token_bucket__a_smaller_share_drops_the_tokens_above_its_capacity() -> None:
+    clock = FakeClock()
+    share = Share(1.0)
+    b = bucket(clock, rate=10, burst=10, share=share)
+    assert b.tokens == 10
+    share.value = 0.2
+    assert b.effective == pytest.approx((2, 2))
+    assert b.tokens == pytest.approx(2)
+    assert [b.try_acquire(), b.try_acquire(), b.try_acquire()] == [True, True, False]
+    share.value = 1.0  # a larger capacity gives no tokens at once: they refill at the new rate
+    assert b.tokens == pytest.approx(0)
+    clock.advance(0.5)
+    assert b.tokens == pytest.approx(5)
+
+
+async def test_token_bucket__share_zero_never_divides_by_zero_and_refuses_try_acquire() -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate=5, share=Share(0.0))
+    assert b.effective == (0, 0)
+    assert b.tokens == 0
+    assert b.try_acquire() is False
+    b.hold(30)  # a 429 at a worker that owns nothing
+    assert b.tokens == 0
+
+
+async def test_token_bucket__share_zero_lets_a_stray_send_go_one_refill_time_apart() -> None:
+    # A worker that owns nothing, handed sends during a rebalance: late, one per refill time (5 tokens / 5/s).
+    clock = FakeClock()
+    b = bucket(clock, rate=5, share=Share(0.0))
+    done: list[float] = []
+
+    async def take() -> None:
+        await b.acquire()
+        done.append(clock())
+
+    await asyncio.gather(take(), take(), take())
+    assert done == pytest.approx([1.0, 2.0, 3.0])
+    assert max(clock.sleeps) == pytest.approx(ZERO_SHARE_POLL)  # it looked at the share again all along
+
+
+async def test_token_bucket__share_zero_then_partitions_assigned_sends_at_the_new_share() -> None:
+    clock = FakeClock()
+    b = bucket(clock, rate=10, burst=10, share=lambda: 0.0 if clock() < 0.3 - 1e-6 else 0.5)
+    waited = await b.acquire()
+    assert 0.3 <= waited < 0.5  # not the second a stray waits: the first token at 5/s after the assignment
+    assert b.effective == (5, 5)
+
+
+async def test_token_bucket__an_urgent_acquire_still_goes_first_at_a_share() -> None:
+    clock = lingering_clock()
+    b = bucket(clock, rate=2, burst=2, share=Share(0.5))  # 1/s, one saved up
+    await b.acquire()
+    served: list[tuple[str, float]] = []
+
+    async def take(name: str, urgent: bool = False) -> None:
+        await b.acquire(urgent=urgent)
+        served.append((name, clock()))
+
+    ordinary = [asyncio.create_task(take(n)) for n in "abc"]
+    await asyncio.sleep(0)
+    await asyncio.gather(take("code", urgent=True), *ordinary)
+    assert served == [("code", 1), ("a", 2), ("b", 3), ("c", 4)]
 
 
 # --- rates as text -------------------------------------------------------------------------------------------------
@@ -308,6 +426,28 @@ async def test_rate_limited__bad_address_is_left_to_the_provider() -> None:
     assert sender.sender_buckets == {}
 
 
+async def test_rate_limited__each_number_bucket_takes_the_share() -> None:
+    clock = FakeClock()
+    inner = TimedSender(clock, channel="sms")
+    sender = RateLimitedSender(inner, None, per_sender=by_address_prefix, per_sender_rate=2, clock=clock,
+                               sleep=clock.sleep, share=Share(0.5))
+    for address in ("+34600111222", "+44700111222") * 3:
+        await sender.send(message(address))
+    assert inner.times == pytest.approx([0, 0, 1, 1, 2, 2])  # 2/s per number, halved: 1/s per number
+    assert {key: b.effective for key, b in sender.sender_buckets.items()} == {"+34": (1, 1), "+44": (1, 1)}
+
+
+async def test_rate_limited__on_wait_hears_the_seconds_each_send_waited() -> None:
+    clock = FakeClock()
+    waits: list[float] = []
+    sender = RateLimitedSender(TimedSender(clock, channel="sms"), bucket(clock, rate=2, burst=1),
+                               per_sender=by_address_prefix, per_sender_rate=1, clock=clock, sleep=clock.sleep,
+                               on_wait=waits.append)
+    for address in ("+34600111222", "+44700111222", "+34600111333"):
+        await sender.send(message(address))
+    assert waits == pytest.approx([0.5, 0.5])  # the account's half second, then the +34 number's rest
+
+
 def test_rate_limited__per_sender_needs_a_rate() -> None:
     with pytest.raises(ValueError):
         RateLimitedSender(ScriptedSender(), None, per_sender=by_address_prefix)
@@ -358,6 +498,50 @@ async def test_rate_limited_builder__per_key_shape() -> None:
 
     no_key = rate_limited("sms.twilio", provider, limits=limits)  # no per_sender: one number's rate for all
     assert isinstance(no_key, RateLimitedSender) and no_key.bucket is not None and no_key.bucket.rate == 1
+
+
+def test_rate_limited_builder__gives_the_share_to_every_bucket() -> None:
+    limits = effective_limits()
+    provider = ScriptedSender(name="twilio", channel="sms")
+    share = Share(0.25)
+    account = rate_limited("sms.vonage", provider, limits=limits, share=share)
+    assert isinstance(account, RateLimitedSender) and account.bucket is not None
+    assert account.bucket.effective == (7.5, 7.5)
+    per_number = rate_limited("sms.twilio", provider, limits=limits, per_sender=by_address_prefix, share=share)
+    assert isinstance(per_number, RateLimitedSender)
+    assert per_number.sender_bucket("+34").effective == (0.25, 0.25)
+
+
+async def test_build_senders__limits_at_the_share_outside_the_priority_gate_and_report_it() -> None:
+    metrics = Metrics()
+    share = Share(0.5)
+    senders = build_senders(Settings(secret="s" * 16, providers="sms=vonage"), metrics, share=share)
+    try:
+        [vonage] = limited_senders(senders, "sms")
+        assert vonage.bucket is not None and vonage.bucket.effective == (15, 15)
+        # Tokens first, then a connection slot: both serve a critical send first.
+        assert isinstance(vonage.inner, PriorityGate)
+        registry = metrics.registry
+        assert registry.get_sample_value("herald_rate_limit_share") == 0.5
+        share.value = 1 / 3  # a rebalance: read again at the next scrape
+        assert registry.get_sample_value("herald_rate_limit_share") == pytest.approx(1 / 3)
+        assert vonage.on_wait is not None
+        vonage.on_wait(1.5)
+        assert registry.get_sample_value("herald_rate_limit_wait_seconds_total",
+                                         {"channel": "sms", "provider": "vonage"}) == 1.5
+    finally:
+        await senders["sms"].close()
+
+
+async def test_build_senders__without_a_share_the_worker_is_the_whole_group() -> None:
+    metrics = Metrics()
+    senders = build_senders(Settings(secret="s" * 16, providers="sms=vonage"), metrics)
+    try:
+        [vonage] = limited_senders(senders, "sms")
+        assert vonage.bucket is not None and vonage.bucket.effective == (30, 30)
+        assert metrics.registry.get_sample_value("herald_rate_limit_share") == 1
+    finally:
+        await senders["sms"].close()
 
 
 # --- metering a provider declares ------------------------------------------------------------------------------------
