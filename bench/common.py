@@ -71,6 +71,9 @@ class WorkerProcess:
     def rss_mb(self) -> float:
         return rss_mb(self.pid)
 
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
     async def state_keys(self) -> dict[str, float] | None:
         return await state_keys(self.settings.admin_port)
 
@@ -110,7 +113,8 @@ async def bench_stack(*, workers: int = 1, without: Sequence[str] = (), **overri
     values: dict[str, Any] = dict(kafka_bootstrap=broker.bootstrap, topic_prefix=f"b{tag}.",
                                   app_id=f"bench-{tag}", data_dir=tmp, smtp_port=free_port(),
                                   web_port=free_port(), admin_port=free_port(), secret="bench", log_level="warning",
-                                  catalog=always_open_catalog(tmp))  # a benchmark must not wait for 08:00
+                                  catalog=always_open_catalog(tmp),  # a benchmark must not wait for 08:00
+                                  state_metrics_interval=1.0)  # herald_state_keys fresh when the bench reads it
     values.update(overrides)
     settings = Settings(**values)
     controller, sink = start_mail_sink(settings.smtp_port)
@@ -157,6 +161,13 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far: a cost per event that other load on the machine
+    disturbs less than wall-clock throughput does."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 STATE_KEYS = re.compile(r'^herald_state_keys\{store="([^"]+)"[^}]*\}\s+([0-9.eE+-]+)$', re.MULTILINE)

@@ -269,16 +269,31 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
                                                stage="apply_receipts")
     critical = CriticalLane(settings, routes, dead_letters, ownership=ownership, ready=state.ready)
 
-    @app.task
+    # The worker's own loops beside the agents. Faust stops them only after its shutdown signal, when the stores
+    # and senders they use are closed: they are stopped first (see `close_senders`).
+    background: set[asyncio.Task[Any]] = set()
+
+    def task(run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        async def tracked() -> None:
+            current = asyncio.current_task()
+            assert current is not None
+            background.add(current)
+            await run()
+
+        tracked.__name__ = tracked.__qualname__ = run.__name__
+        app.task(tracked)
+        return run
+
+    @task
     async def run_critical_lane() -> None:
         await critical.run()
 
-    @app.task
+    @task
     async def release_scheduled() -> None:
         await state.ready()
         await scheduler.run(settings.scheduler_interval)
 
-    @app.task
+    @task
     async def measure_state() -> None:
         while True:
             metrics.partitions_owned.set(len(ownership.partitions))
@@ -289,7 +304,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     janitor = Janitor(retention_rules(state, settings, catalog, conversations), clock=clock, owns=ownership.owns,
                       metrics=metrics)
 
-    @app.task
+    @task
     async def sweep_expired_state() -> None:
         await state.ready()
         await janitor.run(settings.retention_interval)
@@ -309,6 +324,11 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     # mode's SignalHandlerT rejects every function, even one of exactly its signature: a typing bug of the library.
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_senders(app: faust.App, **kwargs: object) -> None:
+        # The agents are drained by now; the critical lane's batches in flight are cancelled uncommitted (their
+        # records are read again by the partition's next owner) before the stores they read close.
+        for running in background:
+            running.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         for sender in senders.values():
             await sender.close()
         await state.stop()

@@ -5,8 +5,9 @@ slice of messages (dispatches keyed by message id) at once. State is partitioned
 reads the same partition numbers of its topics, and provider rate limits are shared in proportion.
 
 `Ownership` is told of every rebalance by the app (Faust's `on_partitions_revoked` / `on_partitions_assigned`
-signals) and tells its listeners in turn: revocations first, awaited, so a partition is let go everywhere before
-the group hands it to another worker.
+signals) and tells its listeners in turn: revocations first, awaited, in the reverse order of registration (what
+reads a store lets go before the store does), so a partition is let go everywhere before the group hands it to
+another worker; then assignments, in the order of registration.
 """
 
 from __future__ import annotations
@@ -63,8 +64,14 @@ class Ownership:
         self.partitions = new
         log.info("partitions changed", extra={"owned": sorted(new), "assigned": sorted(assigned),
                                                 "revoked": sorted(revoked)})
-        for listener in self._listeners:
-            await listener(assigned, revoked)
+        # What is let go is let go in the reverse order of taking: the critical lane (which listens after the
+        # stores it reads) finishes its batches on a partition before the stores release it.
+        if revoked:
+            for listener in reversed(self._listeners):
+                await listener(frozenset(), revoked)
+        if assigned:
+            for listener in self._listeners:
+                await listener(assigned, frozenset())
 
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Let these go now (a rebalance starts): listeners finish what they do with them first."""

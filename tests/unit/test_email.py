@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.generator import Generator
+from email.header import Header
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtplib.email import flatten_message
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from channels.base import OutboundMessage
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, Rejected
-from channels.providers.email import SmtpEmailProvider, SmtpSettings
+from channels.providers.email import SmtpEmailProvider, SmtpSettings, _boundary, email_bytes
 from channels.providers.email import build_email as build_mime
-from channels.providers.email_headers import clean_header
+from channels.providers.email_headers import UTF8_HEADERS, clean_header
 from channels.rendering.render import Rendered
 from consumers.dev.broker import free_port
 from consumers.dev.mailsink import MailSink, start_mail_sink
@@ -178,6 +185,90 @@ def test_build_email__bad_extra_header_name_is_rejected(name: str) -> None:
     assert info.value.reason == "rejected"
 
 
+# --- email_bytes: the same bytes as the stdlib's generator ------------------------------------------------------
+
+DATE = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+# Text that exercises the generator's corners: "From " lines it mangles, dots, line ends of every kind, trailing
+# whitespace, "=" and boundary look-alikes, long lines, non-ASCII of every width.
+TRICKY = st.lists(st.sampled_from(["From ", "from", ".", "\r\n", "\n", "\r", " ", "\t", "=", "--", "=" * 15, "a", "Z",
+                                    "0", "é", "€", "🎉", "\u00a0", "\x0b", "\x85", "<p>", "x" * 80])).map("".join)
+HEADER_TEXT = st.lists(st.sampled_from(["a", " ", "  ", ";", ",", "=?", "?=", "\"", "é", "—", "x" * 40,
+                                     "\r\n", "\t", "(", ")", "<", ">", "@"])).map("".join)
+
+
+def stdlib_bytes(message: OutboundMessage, sender: str) -> bytes:
+    """What the provider sent before `email_bytes`: aiosmtplib flattening `build_email`'s message."""
+    return flatten_message(build_mime(message, sender=sender, domain="example.com", date=DATE))
+
+
+def both(message: OutboundMessage, sender: str = SENDER) -> tuple[bytes | type[BaseException], ...]:
+    """Both ways of building `message`, each from the same random state (the boundary is random)."""
+    results: list[bytes | type[BaseException]] = []
+    for build in (lambda: stdlib_bytes(message, sender),
+                  lambda: email_bytes(message, sender=sender, domain="example.com", date=DATE)):
+        random.seed(7)
+        try:
+            results.append(build())
+        except Exception as exc:  # both must refuse the same input the same way
+            results.append(type(exc))
+    return tuple(results)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(subject=HEADER_TEXT, text=TRICKY, html=TRICKY, name=st.one_of(st.none(), HEADER_TEXT),
+       extra=st.dictionaries(st.sampled_from(["List-Unsubscribe", "X-Tag", "Precedence", "X-Long-Header-Name"]),
+                             HEADER_TEXT, max_size=3),
+       locale=st.sampled_from(["es", "de", "en-GB", "pt-BR"]), address=st.sampled_from(
+           ["ana@example.com", "a.b+tag@sub.example.org", "ñandú@example.es", "x@[127.0.0.1]"]))
+@example(subject="", text="", html="", name=None, extra={}, locale="es", address="ana@example.com")
+@example(subject="S" * 200, text="From here\n.\nend", html="=" * 200, name="É" * 50, extra={"X-Tag": "t " * 60},
+         locale="es", address="ana@example.com")
+def test_email_bytes__identical_to_the_stdlib_generator(subject: str, text: str, html: str, name: str | None,
+                                                       extra: dict[str, str], locale: str, address: str) -> None:
+    message = outbound(address=address, display_name=name, headers=extra,
+                       rendered=rendered(subject=subject, html=html, text=text, locale=locale))
+
+    stdlib, direct = both(message)
+
+    assert direct == stdlib
+
+
+@pytest.mark.parametrize("sender", ["Herald <no-reply@example.com>", "bounce@mail.acme.io",
+                                    "Hérald Tienda <no-reply@example.com>", "\"Shop, Inc.\" <shop@example.com>"])
+def test_email_bytes__identical_for_every_kind_of_sender(sender: str) -> None:
+    message = outbound(display_name="Ana", headers={"List-Unsubscribe": "<https://example.org/u/abc>"})
+
+    stdlib, direct = both(message, sender)
+
+    assert direct == stdlib
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.lists(st.sampled_from(["a", " ", "é", "€", "🎉", "—", "=", "?", "_", "x" * 30, "ß", "中", "\u00a0",
+                                      ",", ";", "\t"]), min_size=1).map("".join),
+       name=st.sampled_from([None, "Subject", "X-A-Very-Long-Header-Name-Indeed"]))
+def test_utf8_header_charset__encodes_like_the_stdlib(text: str, name: str | None) -> None:
+    kwargs = {} if name is None else {"header_name": name}
+
+    assert Header(text, UTF8_HEADERS, **kwargs).encode() == Header(text, "utf-8", **kwargs).encode()
+
+
+@pytest.mark.parametrize("lines", [["--{b}"], ["--{b}--", "--{b}.0"], ["x--{b}", "--{b}x"], []],
+                         ids=["taken", "taken-twice", "not-a-line", "empty"])
+def test_boundary__avoids_a_boundary_in_the_text_like_the_stdlib(lines: list[str]) -> None:
+    # Quoted-printable bodies encode "=", so their text can never hold a boundary; the check is still the stdlib's.
+    random.seed(7)
+    drawn = f"{'=' * 15}{random.randrange(2**63 - 1):019d}=="
+    text = "\n".join(["hi", *(line.format(b=drawn) for line in lines), "bye"])
+
+    random.seed(7)
+    ours = _boundary(text)
+    random.seed(7)
+    theirs = Generator._make_boundary(text)
+
+    assert ours == theirs
+
+
 def test_smtp_provider__domain_comes_from_the_sender_address() -> None:
     assert SmtpEmailProvider(SmtpSettings(sender="Herald <no-reply@example.com>")).domain == "example.com"
     assert SmtpEmailProvider(SmtpSettings(sender="bounce@mail.acme.io")).domain == "mail.acme.io"
@@ -263,6 +354,46 @@ async def test_smtp_provider__delivers_to_the_mail_sink(mail_sink: tuple[int, Ma
     assert received["To"] == "Ana <ana@example.com>"
     assert received.get_body(("plain",)).get_content().strip() == "Hola"
     assert received.get_body(("html",)).get_content().strip() == "<p>Hola</p>"
+
+
+class Envelopes:
+    """Keeps each transaction as the server saw it: MAIL FROM and its options, RCPT TOs, the data."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, list[str], list[str], bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.seen.append((envelope.mail_from, list(envelope.mail_options), list(envelope.rcpt_tos),
+                          envelope.original_content))
+        return "250 OK"
+
+
+@pytest.mark.parametrize("sender", [SENDER, "Tienda <tiénda@example.es>"], ids=["ascii", "smtputf8"])
+async def test_smtp_provider__same_transaction_as_send_message(sender: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    class FixedClock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> FixedClock:
+            return cls(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+    monkeypatch.setattr("channels.providers.email.datetime", FixedClock)
+    envelopes, port = Envelopes(), free_port()
+    controller = Controller(envelopes, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
+    controller.start()
+    message = outbound(display_name="Ana Núñez", headers={"List-Unsubscribe": "<https://example.org/u/abc>"})
+    p = SmtpEmailProvider(SmtpSettings(host="127.0.0.1", port=port, timeout=5, sender=sender))
+    try:
+        random.seed(3)
+        await p.send(message)
+        random.seed(3)
+        async with p._connection() as client:  # the way it went before: aiosmtplib flattens the message itself
+            await client.send_message(build_mime(message, sender=sender, domain=p.domain))
+    finally:
+        await p.close()
+        controller.stop()
+
+    direct, stdlib = envelopes.seen
+    assert direct == stdlib
+    assert direct[2] == ["ana@example.com"]
 
 
 async def test_smtp_provider__20_concurrent_sends_over_a_pool_of_3(serve: Callable[[Any], int]) -> None:

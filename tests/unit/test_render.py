@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from babel import Locale, localedata
+from babel.numbers import format_currency
 
 from channels.errors import RenderError
-from channels.rendering.render import BUNDLED_TEMPLATES, Rendered, Renderer, locale_chain
+from channels.rendering.render import BUNDLED_TEMPLATES, Rendered, Renderer, format_money, locale_chain
 from schemas.catalog import Catalog
 
 pytestmark = pytest.mark.unit
@@ -420,3 +424,42 @@ def test_render__fallback_language_formats_in_the_fallback_locale(tmp_path: Path
     rendered = Renderer(tmp_path).render("f.x", "sms", locale="fr-FR", context={"payload": {"v": "2026-12-02",
                                                                                            "m": "5"}})
     assert rendered["text"] == "December 2, 2026 €5.00"
+
+
+# --- format_money: babel's format_currency, faster ----------------------------------------------------------------
+
+MONEY_LOCALES = sorted({"es_ES", "es_MX", "de_DE", "de_CH", "en_GB", "en_US", "fr_FR", "pt_BR", "ja_JP", "ar_EG",
+                        "hi_IN", "fa_IR", "he_IL", "nl_NL", "sv_SE", "pl_PL", "ru_RU", "zh_Hans_CN", "th_TH",
+                        *localedata.locale_identifiers()[::40]})
+MONEY_AMOUNTS = [Decimal(v) for v in ("0", "1", "-1", "59.9", "59.90", "1234567.891", "0.005", "-0.5", "1E-7",
+                                      "1000000000000", "2.5", "-1234.5")]
+
+
+@pytest.mark.parametrize("currency", ["EUR", "USD", "JPY", "GBP", "CHF", "BHD", "INR", "XYZ", "eur", "CLF", ""])
+def test_format_money__same_text_as_babels_format_currency(currency: str) -> None:
+    def outcome(call: Callable[[], str]) -> str | type[Exception]:
+        try:
+            return call()
+        except Exception as exc:
+            return type(exc)
+
+    for tag in MONEY_LOCALES:
+        loc = Locale.parse(tag)
+        for amount in MONEY_AMOUNTS:
+            ours = outcome(lambda: format_money(amount, currency, loc))  # noqa: B023 (called right away)
+            theirs = outcome(lambda: format_currency(amount, currency, locale=loc))  # noqa: B023
+            assert ours == theirs, (tag, currency, amount)
+
+
+def test_render__optional_parts_are_looked_up_on_disk_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = email_files("order.confirmed", "en") | {"order.confirmed/email.en.pdf.j2": "<p>pdf</p>"}
+    renderer = Renderer(write(tmp_path, files))
+    context = {"payload": {"order_id": "1", "note": "n"}}
+    first = renderer.render("order.confirmed", "email", locale="en", context=context)
+    looked: list[Path] = []
+    monkeypatch.setattr(Path, "is_file", lambda self: looked.append(self) or True)
+
+    again = renderer.render("order.confirmed", "email", locale="en", context=context)
+
+    assert first.parts == again.parts and "pdf" in again.parts
+    assert looked == []
