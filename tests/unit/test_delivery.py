@@ -294,3 +294,20 @@ async def test_deliver__no_receipt_within_the_types_wait_sends_the_next_channel(
     else:
         assert nxt == []
     assert rig.publisher.on("dispatch.sms.critical") == []  # the sent message itself is never published again
+
+
+@pytest.mark.parametrize(("receipt", "falls_back"), [(Status.DELIVERED, False), (Status.FAILED, True)])
+async def test_receipts__heard_anywhere_reach_the_ledger_through_the_receipts_topic(receipt: Status,
+                                                                                    falls_back: bool) -> None:
+    # A webhook on any worker publishes the receipt keyed by message id; the owner of that partition applies it.
+    rig = stage(ScriptedSender(name="sms", channel="sms"))
+    rig.stage.senders = {"sms": ScriptedSender(name="twilio", channel="sms")}
+    await rig.stage.handle(record(otp()))
+    await hooks.route_receipts(rig.publisher)("msg-1", receipt)
+    [routed] = rig.publisher.on("receipts")
+    assert routed.key == b"msg-1"
+    await hooks.apply_receipts(rig.stage.sends, rig.stage.outlets)(
+        Record(topic="h.receipts", partition=0, offset=0, key=routed.key, value=routed.value))
+    ledger = rig.stage.sends.get("msg-1")
+    assert ledger is not None and (ledger.state == "delivered") is not falls_back
+    assert [d["channel"] for d in rig.publisher.json("dispatch.voice.critical")] == (["voice"] if falls_back else [])
