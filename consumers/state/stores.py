@@ -35,7 +35,7 @@ class State:
     documents: KeyValueStore  # dispatches whose document a signed link serves, by message id
     webhooks: KeyValueStore  # vendors' webhook delivery ids already applied (replays), by hash; value first-seen time
     consent: KeyValueStore  # what each address said itself (STOP, unsubscribe), by address HMAC; never swept
-    _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+    _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, init=False, repr=False)
 
     @classmethod
     def on_topics(cls, settings: Settings, *, ownership: Ownership | None = None,
@@ -52,16 +52,17 @@ class State:
             return TopicStore(settings, topics.get(name, f"state.{name}"),
                               ownership=ownership if name in PARTITIONED else None, directory=directory)
 
-        names = [f.name for f in fields(cls) if not f.name.startswith("_")]
-        return cls(**{name: store(name) for name in names}, _lock=lock)
+        names = [f.name for f in fields(cls) if f.init]
+        state = cls(**{name: store(name) for name in names})
+        state._lock = lock
+        return state
 
     @classmethod
     def in_memory(cls) -> State:
-        stores: dict[str, KeyValueStore] = {f.name: MemoryStore() for f in fields(cls) if not f.name.startswith("_")}
-        return cls(**stores)  # type: ignore[arg-type]  # mypy reads `_lock` into the keyword types
+        return cls(**{f.name: MemoryStore() for f in fields(cls) if f.init})
 
     def named(self) -> dict[str, KeyValueStore]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
     def stores(self) -> list[KeyValueStore]:
         return list(self.named().values())
