@@ -239,6 +239,10 @@ class TopicStore:
             else:
                 await self._changed.wait_for(lambda: partition in self._served)
 
+    def serves(self, partition: int) -> bool:
+        """Whether `partition` is caught up here now (the check `ready` starts with)."""
+        return partition in self._served or (self.ownership is None and 0 < self._partitions <= partition)
+
     @property
     def served(self) -> frozenset[int]:
         return frozenset(self._served)

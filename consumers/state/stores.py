@@ -69,6 +69,9 @@ class State:
 
     async def ready(self, partition: int | None = None) -> None:
         """Every store caught up (they start in parallel); with `partition`, on that partition."""
+        if partition is not None and all(not isinstance(store, TopicStore) or store.serves(partition)
+                                         for store in self.stores()):
+            return  # the hot path: once per record
         await asyncio.gather(*(store.ready(partition) for store in self.stores()))
 
     def sizes(self) -> dict[str, int]:
