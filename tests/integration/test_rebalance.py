@@ -64,7 +64,7 @@ async def state_keys(stack: Stack, admin_port: int) -> float:
 @pytest.mark.timeout(600)
 async def test_rebalance__a_worker_joins_and_one_leaves_while_events_flow(stack: Stack) -> None:
     first = await asyncio.to_thread(stack.start_worker)
-    flow = asyncio.create_task(publish(stack, EVENTS, per_second=200))
+    flow = asyncio.create_task(publish(stack, EVENTS, per_second=400))
     started = time.monotonic()
     while len(delivered_ids(stack)) < EVENTS // 5:  # the first worker alone for a while
         await asyncio.sleep(0.2)
