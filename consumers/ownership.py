@@ -12,6 +12,7 @@ another worker; then assignments, in the order of registration.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -25,6 +26,7 @@ Listener = Callable[[frozenset[int], frozenset[int]], Awaitable[None]]
 _PARTITIONER = DefaultPartitioner()
 
 
+@functools.lru_cache(maxsize=65_536)
 def partition_for(key: str, partitions: int) -> int:
     """The partition the Kafka producers' default partitioner (murmur2, as Java's) puts `key` in."""
     every = list(range(partitions))

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -43,15 +44,52 @@ log = logging.getLogger(__name__)
 
 FENCE_PREFIX = b"__herald_fence__/"
 WRITER_HEADER = "herald-writer"
+CACHE_KEYS = 4096  # per store: the keys read or written lately (ledger pending -> sent, dedupe check -> put)
 RESUME_WITHIN = 12 * 3600.0  # seconds; half of Kafka's default delete.retention.ms (tombstones kept 24 h)
+
+
+class SharedProducer:
+    """One producer for every store of a worker: their writes (a message's ledger records, dedupe key, cap, contact)
+    leave in fewer and larger requests than one producer per store would send. Started by its first user, stopped
+    by its last."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._users = 0
+        self._lock: asyncio.Lock | None = None
+
+    async def acquire(self) -> AIOKafkaProducer:
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if self._producer is None:
+                # A short linger batches the burst of ledger writes that concurrent sends make (aiokafka keeps one
+                # request in flight per broker, so unbatched `pending` records can hold up a `sent` one). 20,000
+                # events with a SIGKILL every 5 s: 11 duplicates with 2 ms; 29 with none.
+                producer = AIOKafkaProducer(**kafka_client_kwargs(self.settings), linger_ms=2,
+                                            max_request_size=self.settings.max_record_bytes)
+                await producer.start()
+                self._producer = producer
+            self._users += 1
+            return self._producer
+
+    async def release(self) -> None:
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            self._users -= 1
+            if self._users <= 0 and self._producer is not None:
+                producer, self._producer = self._producer, None
+                with contextlib.suppress(Exception):
+                    await producer.stop()
 
 
 class TopicStore:
     """A compacted topic read into a local copy; see the module docstring."""
 
     def __init__(self, settings: Settings, short_topic: str, *, ownership: Ownership | None = None,
-                 directory: Path | None = None) -> None:
-        """`directory` holds the local copy (`<topic>.sqlite`); None: a temporary one, removed at `stop`."""
+                 directory: Path | None = None, producer: SharedProducer | None = None) -> None:
+        """`directory` holds the local copy (`<topic>.sqlite`); None: a temporary one, removed at `stop`.
+        `producer` is shared with the worker's other stores (a producer of its own when None)."""
         self.settings = settings
         self.topic = settings.topic(short_topic)
         self.ownership = ownership
@@ -63,6 +101,8 @@ class TopicStore:
         self._next: dict[int, int] = {}  # partition -> next offset to apply
         self._changed = asyncio.Condition()
         self._overlay: dict[str, tuple[int, int, bytes | None]] = {}  # key -> (seq, partition, value)
+        # A bounded cache in front of the copy on disk: key -> (partition, value), or (None, None) for "absent".
+        self._cache: OrderedDict[str, tuple[int | None, bytes | None]] = OrderedDict()
         self._writer = uuid.uuid4().hex.encode()
         self._seq = 0
         self._partitions = 0
@@ -70,6 +110,7 @@ class TopicStore:
         self._producer: AIOKafkaProducer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._start: asyncio.Task[None] | None = None
+        self._shared = producer or SharedProducer(settings)
 
     # --- life cycle ---------------------------------------------------------------------------------------------
 
@@ -80,12 +121,8 @@ class TopicStore:
 
     async def _started(self) -> None:
         kwargs = kafka_client_kwargs(self.settings)
-        # A short linger batches the burst of ledger writes that concurrent sends make (aiokafka keeps one request
-        # in flight per broker, so unbatched `pending` records can hold up a `sent` one). 20,000 events with a
-        # SIGKILL every 5 s: 11 duplicates with 2 ms; 29 with none (that run also swept state at each start).
-        self._producer = AIOKafkaProducer(**kwargs, linger_ms=2, max_request_size=self.settings.max_record_bytes)
+        self._producer = await self._shared.acquire()
         self._consumer = AIOKafkaConsumer(**kwargs, enable_auto_commit=False, auto_offset_reset="earliest")
-        await self._producer.start()
         await self._consumer.start()
         await self._consumer.topics()
         self._partitions = len(self._consumer.partitions_for_topic(self.topic) or ())
@@ -115,10 +152,11 @@ class TopicStore:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        for client in (self._producer, self._consumer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+        if self._producer is not None:
+            await self._shared.release()
         if self._db is not None:
             self._db.close()
         if self._temporary is not None:
@@ -162,6 +200,7 @@ class TopicStore:
                 self._fences.pop(p, None)
                 self._next.pop(p, None)
             self._overlay = {k: v for k, v in self._overlay.items() if v[1] not in gone}
+            self._cache.clear()
             self._changed.notify_all()
         self._reassign()
 
@@ -213,6 +252,8 @@ class TopicStore:
                 if pending is not None and pending[0] == int(mine.rsplit(b"/", 1)[1]):
                     del self._overlay[name]  # read back: the local copy has it now
             changes.append((partition, name, record.value))
+            if name in self._cache and partition in self._served:
+                self._cache[name] = (partition if record.value is not None else None, record.value)
         self._next[partition] = records[-1].offset + 1
         self._db.apply(changes, {partition: self._next[partition]})
         if caught_up:
@@ -222,6 +263,7 @@ class TopicStore:
             async with self._changed:
                 self._fences.pop(partition, None)
                 self._served.add(partition)
+                self._cache.clear()  # "absent" answers may be wrong now that this partition is read
                 self._changed.notify_all()
             log.info("store partition caught up", extra={"topic": self.topic, "partition": partition})
 
@@ -257,7 +299,20 @@ class TopicStore:
         pending = self._overlay.get(key)
         if pending is not None:
             return pending[2]
-        return self._db.get(key, self._served) if self._db is not None else None
+        return self._cached(key)[1]
+
+    def _cached(self, key: str) -> tuple[int | None, bytes | None]:
+        """(partition, value) of a key from the cache, else from the copy on disk (then cached)."""
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        found = self._db.lookup(key, self._served) if self._db is not None else None
+        entry: tuple[int | None, bytes | None] = found if found is not None else (None, None)
+        self._cache[key] = entry
+        if len(self._cache) > CACHE_KEYS:
+            self._cache.popitem(last=False)
+        return entry
 
     async def put(self, key: str, value: bytes, *, durable: bool = False, partition: int | None = None) -> None:
         """Set a key. `durable` waits for the broker's acknowledgement (a crash right after loses nothing)."""
@@ -271,7 +326,7 @@ class TopicStore:
         pending = self._overlay.get(key)
         if pending is not None:
             return pending[1]
-        found = self._db.partition_of(key, self._served) if self._db is not None else None
+        found = self._cached(key)[0]
         return partition_for(key, self._partitions) if found is None else found
 
     async def _write(self, key: str, value: bytes | None, *, durable: bool, partition: int | None) -> None:

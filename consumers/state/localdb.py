@@ -14,6 +14,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 SCHEMA = """
@@ -45,20 +46,17 @@ class LocalDb:
         self._db.executescript(f"PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-{cache_kib};"
                                f"PRAGMA temp_store=MEMORY; {SCHEMA}")
 
-    def get(self, key: str, partitions: Iterable[int]) -> bytes | None:
-        """The value of `key` in any of `partitions` (a key lives in one partition; the set only hides others)."""
-        allowed = set(partitions)
+    def lookup(self, key: str, partitions: AbstractSet[int]) -> tuple[int, bytes] | None:
+        """(partition, value) of `key` in any of `partitions` (a key lives in one partition; the set only hides
+        the others)."""
         for partition, value in self._db.execute("SELECT partition, value FROM kv WHERE key = ?", (key,)):
-            if partition in allowed:
-                return bytes(value)
+            if partition in partitions:
+                return int(partition), bytes(value)
         return None
 
-    def partition_of(self, key: str, partitions: Iterable[int]) -> int | None:
-        allowed = set(partitions)
-        for (partition,) in self._db.execute("SELECT partition FROM kv WHERE key = ?", (key,)):
-            if partition in allowed:
-                return int(partition)
-        return None
+    def get(self, key: str, partitions: AbstractSet[int]) -> bytes | None:
+        found = self.lookup(key, partitions)
+        return found[1] if found else None
 
     def keys(self, partitions: Iterable[int]) -> Iterator[str]:
         for partition in sorted(set(partitions)):

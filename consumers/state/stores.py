@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from consumers.ownership import Ownership
-from consumers.state.kvstore import KeyValueStore, MemoryStore, TopicStore
+from consumers.state.kvstore import KeyValueStore, MemoryStore, SharedProducer, TopicStore
 from schemas.settings import Settings
 
 PARTITIONED = frozenset({"dedupe", "caps", "schedules", "sends"})
@@ -48,9 +48,12 @@ class State:
             directory = lock.enter_context(_claimed(directory))
         topics = {"preferences": "preferences"}
 
+        producer = SharedProducer(settings)
+
         def store(name: str) -> TopicStore:
             return TopicStore(settings, topics.get(name, f"state.{name}"),
-                              ownership=ownership if name in PARTITIONED else None, directory=directory)
+                              ownership=ownership if name in PARTITIONED else None, directory=directory,
+                              producer=producer)
 
         names = [f.name for f in fields(cls) if f.init]
         state = cls(**{name: store(name) for name in names})
