@@ -50,6 +50,7 @@ class SendResult:
     provider_message_id: str | None
     accepted_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     detail: str | None = None
+    segments: int | None = None  # SMS: the parts it is sent (and billed) in
 
 
 @runtime_checkable

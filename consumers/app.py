@@ -26,9 +26,11 @@ from consumers import hooks
 from consumers.clock import utcnow
 from consumers.identity import KeyRing
 from consumers.inbound.admin import serve_admin
+from consumers.inbound.api import answers_expiry, register_api_view
 from consumers.inbound.hearback import HearBack, HearBackHooks
 from consumers.inbound.web import harden_public_server, register_document_view, register_views
 from consumers.observe.metrics import CIRCUIT_VALUES, Metrics
+from consumers.observe.timeline import StatusTimeline
 from consumers.ownership import Ownership
 from consumers.pipeline.agents import batched_agent, guarded_agent
 from consumers.pipeline.critical import CriticalLane, Route
@@ -52,7 +54,7 @@ from consumers.state.retention import (
 )
 from consumers.state.sends import SendLedger
 from consumers.state.stores import State, worker_directory
-from consumers.topics import topic_specs
+from consumers.topics import kafka_client_kwargs, topic_specs
 from schemas.catalog import Catalog
 from schemas.settings import Settings
 
@@ -195,6 +197,7 @@ def retention_rules(state: State, settings: Settings, catalog: Catalog, conversa
             Rule("state.documents", state.documents, documents_expiry),
             # Webhook delivery ids: first-seen times, remembered as long as idempotency keys are (HearBack's window).
             Rule("state.webhooks", state.webhooks, dedupe_expiry(settings.dedupe_window)),
+            Rule("state.api_requests", state.api_requests, answers_expiry(settings.dedupe_window)),
             Rule("state.schedules", state.schedules, None, partitioned=True),
             Rule("preferences", state.preferences, None)]
 
@@ -317,9 +320,18 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
                                                           clock)),
                         replay_window=settings.dedupe_window, max_body_bytes=settings.webhook_max_bytes)
     register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=keys)
+    register_api_view(app, settings, catalog=catalog, channels=senders.keys(), publisher=publisher,
+                      answers=state.api_requests, clock=clock)
     register_document_view(app, documents, metrics)
     harden_public_server(app)
-    serve_admin(app, settings, metrics, lanes_ready=lambda: critical.joined)
+    # The message timeline (admin port, /messages): every worker indexes all of herald.status, off the send path,
+    # and only where HERALD_ADMIN_TOKEN lets someone ask.
+    timeline = StatusTimeline(settings.topic("status"), kafka_client_kwargs(settings),
+                              worker_directory(settings) / "timeline.sqlite", retention=settings.timeline_retention,
+                              clock=clock) if settings.admin_token else None
+    if timeline is not None:
+        task(timeline.run)
+    serve_admin(app, settings, metrics, lanes_ready=lambda: critical.joined, timeline=timeline)
 
     # mode's SignalHandlerT rejects every function, even one of exactly its signature: a typing bug of the library.
     @app.on_before_shutdown.connect  # type: ignore[arg-type]

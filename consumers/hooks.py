@@ -26,7 +26,7 @@ from consumers.pipeline.fallback import fall_back
 from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import Publisher, Record
 from consumers.pipeline.router import ConsentCheck
-from consumers.pipeline.status import StatusEmitter
+from consumers.pipeline.status import Receipt, StatusEmitter
 from consumers.state.conversations import Conversations, Question
 from consumers.state.kvstore import KeyValueStore
 from consumers.state.preferences import PreferenceLedger, address_key, whatsapp_session_open
@@ -130,26 +130,29 @@ def receipt_outcomes(sends: SendLedger, outlets: Outlets) -> Callable[[str, Stat
     return on_receipt
 
 
-def route_receipts(publisher: Publisher) -> Callable[[str, Status], Awaitable[None]]:
-    """A receipt heard on any worker goes to `receipts`, keyed by message id: the worker that owns the message's
-    partition (and so its send record) applies it (`apply_receipts`). Durable: the webhook's id is remembered
-    right after, and a remembered webhook is never applied again."""
+def route_receipts(publisher: Publisher) -> Callable[[Receipt], Awaitable[None]]:
+    """A receipt heard on any worker goes to `receipts` (its JSON, `Receipt`), keyed by message id: the worker
+    that owns the message's partition (and so its send record) applies it (`apply_receipts`). Durable: the
+    webhook's id is remembered right after, and a remembered webhook is never applied again."""
 
-    async def on_receipt(message_id: str, status: Status) -> None:
-        value = orjson.dumps({"message_id": message_id, "status": status.value})
-        await publisher.send("receipts", message_id.encode(), value, durable=True)
+    async def on_receipt(receipt: Receipt) -> None:
+        value = receipt.model_dump_json(exclude_none=True).encode()
+        await publisher.send("receipts", receipt.message_id.encode(), value, durable=True)
 
     return on_receipt
 
 
 def apply_receipts(sends: SendLedger, outlets: Outlets) -> Callable[[Record], Awaitable[None]]:
     """The handler of `receipts` (on the critical lane's consumer, so a code's receipt never waits behind a
-    backlog): the send ledger and fallback make of each receipt what `receipt_outcomes` says."""
+    backlog): the receipt's status, described from the message's send record (type, tenant, recipient, provider
+    id…; as the receipt says it when the ledger does not know the message), then what `receipt_outcomes` makes of
+    it. The status goes first, so a failed receipt's status precedes the fallback's `accepted`."""
     outcome = receipt_outcomes(sends, outlets)
 
     async def handle(record: Record) -> None:
-        receipt = orjson.loads(record.value or b"")
-        await outcome(str(receipt["message_id"]), Status(receipt["status"]))
+        receipt = Receipt.model_validate_json(record.value or b"")
+        await outlets.statuses.for_receipt(receipt, sends.get(receipt.message_id))
+        await outcome(receipt.message_id, receipt.status)
 
     return handle
 
@@ -187,6 +190,7 @@ def answer_replies(conversations: Conversations, catalog: Catalog, publisher: Pu
                    clock: Callable[[], datetime]) -> Callable[[InboundMessage], Awaitable[None]]:
     """A reply to an open question: tell upstream what it means (`appointment.reminder.confirmed`), thank the
     person, and help them when the answer cannot be read."""
+    route = route_receipts(publisher)
 
     async def on_reply(reply: InboundMessage) -> None:
         now = clock()
@@ -200,9 +204,11 @@ def answer_replies(conversations: Conversations, catalog: Catalog, publisher: Pu
                 to = reply_recipient(reply.channel, reply.sender, recipient_id=q.recipient_id, locale=q.locale)
                 await publisher.send("events", to["id"].encode(),
                                      orjson.dumps(acknowledgement_event(meaning, to, now=now)))
-            if not reply.message_id:
-                await statuses.for_receipt(q.message_id, Status.REPLIED, channel=reply.channel, provider="reply",
-                                           detail="text")
+            if not reply.message_id:  # correlated by the open question: its message's owner describes it
+                # No provider here: the owner's send record names the one that carried the message.
+                await route(Receipt(message_id=q.message_id, status=Status.REPLIED, channel=reply.channel,
+                                    detail="text", heard_at=now,
+                                    recipient=statuses.recipient(reply.channel, reply.sender)))
             await conversations.mark_answered(q, reply.sender, meaning.meaning or "")
         elif meaning.kind is ReplyKind.NOT_UNDERSTOOD and meaning.question is not None and reply.channel != "voice":
             q = meaning.question

@@ -7,6 +7,7 @@ import hmac
 from dataclasses import dataclass
 
 from channels.signatures import link_signature, safe_equal
+from schemas.catalog import Channel
 from schemas.settings import Settings
 
 
@@ -14,6 +15,15 @@ def message_id(tenant: str | None, dedupe_key: str, channel: str) -> str:
     """`msg-` + 24 hex digits of sha256(tenant | dedupe key | channel)."""
     digest = hashlib.sha256(f"{tenant or ''}|{dedupe_key}|{channel}".encode()).hexdigest()
     return f"msg-{digest[:24]}"
+
+
+def key_message_ids(tenant: str | None, key: str) -> list[str]:
+    """The message ids the router gives an event with idempotency key `key`: the event's own (its `rejected`,
+    `suppressed`, `deduplicated`… statuses) and, per channel, its message or its first reminder's (`key|0`; the
+    later reminders share that one's event id). Statuses do not carry the key; the message timeline looks these up."""
+    channels = [c.value for c in Channel]
+    return [message_id(tenant, key, "event"), *(message_id(tenant, basis, channel)
+                                                 for basis in (key, f"{key}|0") for channel in channels)]
 
 
 def idempotency_key(dedupe_key: str, channel: str, address: str) -> str:

@@ -10,14 +10,14 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from schemas.catalog import Channel
+from schemas.catalog import Catalog, Channel, Priority
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LANES = ("", ".critical")
 STATE_TOPICS = ("state.contacts", "state.dedupe", "state.caps", "state.schedules", "state.sends",
-                "state.documents", "state.webhooks", "state.consent")
+                "state.documents", "state.webhooks", "state.consent", "state.api_requests")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,13 @@ def topic_specs() -> list[TopicSpec]:
 def dispatch_topic(channel: str, critical: bool = False) -> str:
     """Short name of the dispatch topic of a channel and lane."""
     return f"dispatch.{channel}{'.critical' if critical else ''}"
+
+
+def event_lane(catalog: Catalog | None, event_type: str) -> str:
+    """Short name of the topic an event of this type is published to: the critical lane for the catalog's critical
+    types (codes, password resets), so they never wait behind a backlog; `events` for every other (or unknown) one."""
+    entry = catalog.get(event_type) if catalog else None
+    return "events.critical" if entry is not None and entry.priority is Priority.CRITICAL else "events"
 
 
 def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:

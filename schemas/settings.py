@@ -125,6 +125,12 @@ class Settings(BaseSettings):
                             "probes and Prometheus reach it from outside the pod, and keep it off the internet.")
     admin_port: int = Field(default=6067, description="Admin port: /metrics, /health (liveness), /ready "
                             "(readiness).")
+    admin_token: SecretStr | None = Field(default=None, description="Bearer token of the admin port's message "
+                                          "timeline (`/messages`); unset or blank: the timeline is off (503) and "
+                                          "no worker keeps its index.")
+    timeline_retention: timedelta = Field(default=timedelta(days=7), gt=timedelta(0), description="How far back "
+                                          "the message timeline reaches: each worker indexes this much of "
+                                          "herald.status and prunes older statuses (seconds or ISO 8601 duration).")
     webhook_max_bytes: int = Field(default=1_048_576, ge=1024, description="Largest provider webhook body read "
                                    "(however it arrives: Content-Length or chunked); a larger one is refused "
                                    "with 413 before any work.")
@@ -137,7 +143,46 @@ class Settings(BaseSettings):
     secret_previous: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(), description="Older HERALD_SECRET values, comma-separated, newest first: they still verify links "
         "and find address consent signed or keyed with them, but sign nothing new (rotation; see README).")
+    # `tenant=key,tenant2=key2` in the environment (NoDecode: not JSON-decoded first, as for secret_previous).
+    api_keys: Annotated[dict[str, tuple[SecretStr, ...]], NoDecode] = Field(
+        default_factory=dict, description="Keys of the HTTP trigger API (`POST /v1/events` on the public port): "
+        "`tenant=key` pairs, comma-separated; a tenant named twice has two keys (rotation). A key decides the "
+        "tenant of the events sent with it. None set: the API is off (404).")
+    api_max_batch: int = Field(default=100, ge=1, description="Most events in one `POST /v1/events` batch; more is "
+                               "refused whole with 413.")
+    api_max_bytes: int = Field(default=1_048_576, ge=1024, description="Largest `POST /v1/events` body read "
+                               "(Content-Length or chunked); a larger one is refused with 413 before any work.")
     log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_key_pairs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            keys: dict[str, list[str]] = {}
+            for n, pair in enumerate((p.strip() for p in value.split(",") if p.strip()), 1):
+                tenant, sep, key = pair.partition("=")  # at the first `=`: base64 keys may end in `=`
+                if not sep or not tenant.strip() or not key.strip():  # never the key itself in the message
+                    raise ValueError(f"HERALD_API_KEYS: entry {n} is not tenant=key")
+                keys.setdefault(tenant.strip(), []).append(key.strip())
+            return {tenant: tuple(ring) for tenant, ring in keys.items()}
+        if isinstance(value, dict):  # in code: tenant -> one key or a list
+            return {t: (k,) if isinstance(k, str | SecretStr) else tuple(k) for t, k in value.items()}
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys_one_tenant_each(cls, value: dict[str, tuple[SecretStr, ...]]) -> dict[str, tuple[SecretStr, ...]]:
+        owners: dict[str, set[str]] = {}
+        for tenant, ring in value.items():
+            if not tenant or len(tenant) > 100 or not ring:
+                raise ValueError(f"HERALD_API_KEYS: tenant {tenant[:100]!r} needs a name of 1 to 100 characters "
+                                 "and a key")
+            for key in ring:
+                owners.setdefault(key.get_secret_value(), set()).add(tenant)
+        if shared := sorted({", ".join(sorted(names)) for names in owners.values() if len(names) > 1}):
+            # The key decides the tenant: one key of two tenants could not say which.
+            raise ValueError(f"HERALD_API_KEYS: one key is shared by {'; '.join(shared)}; give each tenant its own")
+        return value
 
     @field_validator("secret_previous", mode="before")
     @classmethod
@@ -155,6 +200,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"HERALD_KAFKA_SASL_MECHANISM={value} is not a SASL mechanism aiokafka supports "
                                  f"({', '.join(SASL_MECHANISMS)})")
         return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: Any) -> Any:
+        # `HERALD_ADMIN_TOKEN=` must turn the timeline off, not make an empty bearer token valid.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", mode="before")
     @classmethod
@@ -212,9 +263,15 @@ class Settings(BaseSettings):
             problems.append(f"HERALD_SECRET is required when HERALD_ENV=production; {GENERATE_SECRET}")
         elif problem := secret_problem(self.secret.get_secret_value()):
             problems.append(f"HERALD_SECRET {problem}; {GENERATE_SECRET}")
+        if self.admin_token is not None and (problem := secret_problem(self.admin_token.get_secret_value())):
+            problems.append(f"HERALD_ADMIN_TOKEN {problem}; {GENERATE_SECRET}")  # unset is fine: timeline off
         for n, old in enumerate(self.secret_previous, 1):  # an old secret still verifies links: same rule
             if problem := secret_problem(old.get_secret_value()):
                 problems.append(f"HERALD_SECRET_PREVIOUS (secret {n}) {problem}; {GENERATE_SECRET}")
+        for tenant, ring in self.api_keys.items():  # a key is a password: the same rule as the secret
+            for n, key in enumerate(ring, 1):
+                if problem := secret_problem(key.get_secret_value()):
+                    problems.append(f"HERALD_API_KEYS (tenant {tenant!r}, key {n}) {problem}; {GENERATE_SECRET}")
         if self.kafka_security_protocol == "SASL_PLAINTEXT" and self.kafka_sasl_mechanism == "PLAIN":
             problems.append("HERALD_KAFKA_SASL_MECHANISM=PLAIN over HERALD_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT "
                             "sends the Kafka password in clear; use SASL_SSL (or SCRAM-SHA-512)")
@@ -232,6 +289,8 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             elif isinstance(value, tuple) and all(isinstance(v, SecretStr) for v in value):
                 value = ",".join(v.get_secret_value() for v in value)  # HERALD_SECRET_PREVIOUS
+            elif name == "api_keys":
+                value = ",".join(f"{t}={k.get_secret_value()}" for t, ring in self.api_keys.items() for k in ring)
             env[f"HERALD_{name.upper()}"] = str(value)
         return env
 

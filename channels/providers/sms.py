@@ -91,7 +91,7 @@ class TwilioSmsProvider(HttpProvider):
         raise_for_status(response, self.name, vendor_code=vendor_code(data.get("code")), codes=self.CODES,
                          message=str(data.get("message") or ""))
         return SendResult(provider=self.name, provider_message_id=data.get("sid"),
-                          detail=f"{encoding}, {segments} segment{'s' if segments > 1 else ''}")
+                          detail=f"{encoding}, {segments} segment{'s' if segments > 1 else ''}", segments=segments)
 
     def verify_webhook(self, request: WebhookRequest) -> bool:
         return verify_twilio_request(self.config.auth_token.get_secret_value(), request)
@@ -245,7 +245,7 @@ class VonageSmsProvider(HttpProvider):
                 cls = self.CODES.get(code, Rejected)  # an unknown code is not retried: a retry may duplicate
                 raise cls(str(part.get("error-text") or f"status {code}"), code=code, provider=self.name)
         return SendResult(provider=self.name, provider_message_id=parts[0].get("message-id"),
-                          detail=f"{encoding}, {segments} segment{'s' if segments > 1 else ''}")
+                          detail=f"{encoding}, {segments} segment{'s' if segments > 1 else ''}", segments=segments)
 
     def verify_webhook(self, request: WebhookRequest) -> bool:
         """A fresh `timestamp` (within `HERALD_WEBHOOK_TOLERANCE` of when Herald received it) and a `sig` over the

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 from rich.table import Table
 
-from consumers.cli.publish import read_topic
+from consumers.cli.publish import read_topic, start_or_close
 from consumers.topics import kafka_client_kwargs
 from schemas.settings import Settings
 
@@ -59,6 +59,17 @@ async def dead_letters(settings: Settings) -> list[DeadLetter]:
         found.append(dead_letter_from(record.partition, record.offset, record.timestamp, record.key, record.value,
                                       headers))
     return found
+
+
+def parse_offsets(values: Iterable[str]) -> set[str]:
+    """`0/17 1/4` as dead-letter positions (`DeadLetter.where`); a `ValueError` names a malformed one."""
+    wanted = set()
+    for value in values:
+        partition, sep, offset = value.strip().partition("/")
+        if not (sep and partition.isdigit() and offset.isdigit()):
+            raise ValueError(f"{value!r} is not PARTITION/OFFSET, such as 0/17 (the first column of `dlq list`)")
+        wanted.add(f"{int(partition)}/{int(offset)}")
+    return wanted
 
 
 def cut(d: DeadLetter) -> str:
@@ -111,7 +122,7 @@ async def replay(settings: Settings, *, offsets: set[str], reason: str | None, e
     if not plan.send:
         return plan
     producer = AIOKafkaProducer(**kafka_client_kwargs(settings))
-    await producer.start()
+    await start_or_close(producer)
     try:
         for d in plan.send:
             await producer.send_and_wait(d.source_topic, d.value, key=d.key,

@@ -27,7 +27,7 @@ async def _open_ledger(settings: Settings) -> AsyncIterator[PreferenceLedger]:
     from consumers.state.preferences import PreferenceLedger
     from consumers.topics import ensure_topics
 
-    await ensure_topics(settings)
+    await ensure_topics(settings, attempts=1)  # a person at a terminal: say at once that Kafka is not there
     store = TopicStore(settings, "preferences")
     try:
         ledger = PreferenceLedger(store)
@@ -150,7 +150,7 @@ def forget(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e
         from consumers.topics import ensure_topics
         from schemas.status import Status
 
-        await ensure_topics(settings)
+        await ensure_topics(settings, attempts=1)
         state = State.on_topics(settings)
         try:
             await state.ready()

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from consumers.topics import kafka_client_kwargs
-from schemas.catalog import Catalog, Priority
+from consumers.topics import event_lane, kafka_client_kwargs
+from schemas.catalog import Catalog
 from schemas.settings import Settings
 from schemas.status import DeliveryStatus
 
@@ -28,9 +28,17 @@ def make_event(event_type: str, to: Mapping[str, Any], payload: Mapping[str, Any
 
 def ingest_topic(settings: Settings, catalog: Catalog | None, event_type: str) -> str:
     """The lane an upstream service should use for a type: critical types on the critical lane."""
-    entry = catalog.get(event_type) if catalog else None
-    critical = entry is not None and entry.priority is Priority.CRITICAL
-    return settings.topic("events.critical" if critical else "events")
+    return settings.topic(event_lane(catalog, event_type))
+
+
+async def start_or_close(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    """Start an aiokafka client; when it cannot (Kafka unreachable), stop it before raising, so that its
+    half-open connections are closed now rather than reported as `Unclosed …` when it is collected."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
 
 
 class TopicPublisher:
@@ -43,7 +51,7 @@ class TopicPublisher:
         self.producer = AIOKafkaProducer(**kafka_client_kwargs(settings))
 
     async def __aenter__(self) -> TopicPublisher:
-        await self.producer.start()
+        await start_or_close(self.producer)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -64,7 +72,7 @@ class EventProducer:
         self.producer = AIOKafkaProducer(**kafka_client_kwargs(settings), linger_ms=5)
 
     async def __aenter__(self) -> EventProducer:
-        await self.producer.start()
+        await start_or_close(self.producer)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -90,7 +98,7 @@ async def read_topic(settings: Settings, short: str, *, follow: bool = False,
     """Every record of a topic from the beginning, without joining a group; stops at the end unless `follow`."""
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False,
                                 auto_offset_reset="earliest")
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         topic = settings.topic(short)
         await consumer.topics()  # fetches metadata so partitions_for_topic knows the topic
@@ -107,6 +115,37 @@ async def read_topic(settings: Settings, short: str, *, follow: bool = False,
                 positions = {tp: await consumer.position(tp) for tp in parts}
                 if all(positions[tp] >= end[tp] for tp in parts):
                     return
+    finally:
+        await consumer.stop()
+
+
+async def read_batches(settings: Settings, short: str, *, follow: bool = False,
+                       idle_timeout: float = 1.0) -> AsyncIterator[list[ConsumerRecord]]:
+    """A topic from the beginning, without joining a group, in batches: first one list of every record up to the
+    end the topic had when reading started (so that a reader can sort it), then, with `follow`, each new batch as
+    it arrives. A `LookupError` when the topic does not exist."""
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await start_or_close(consumer)
+    try:
+        topic = settings.topic(short)
+        await consumer.topics()  # fetches metadata so partitions_for_topic knows the topic
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise LookupError(f"topic {topic} does not exist (HERALD_KAFKA_BOOTSTRAP, HERALD_TOPIC_PREFIX)")
+        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        backlog: list[ConsumerRecord] = []
+        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+            batch = await consumer.getmany(timeout_ms=int(idle_timeout * 1000))
+            backlog.extend(record for records in batch.values() for record in records)
+        yield backlog
+        while follow:
+            batch = await consumer.getmany(timeout_ms=int(idle_timeout * 1000))
+            if arrived := [record for records in batch.values() for record in records]:
+                yield arrived
     finally:
         await consumer.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from channels.errors import RenderError
@@ -80,12 +81,50 @@ def _structure(channel: str, rendered: Rendered) -> list[str]:
     return []
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A rendered template and what the reader should know about how it was chosen."""
+
+    rendered: Rendered
+    warnings: list[str]
+
+
+def known_locale(tag: str) -> bool:
+    """Whether babel knows the tag (`es-ES`, `pt_BR`, `de`); `xx-YY` it does not."""
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        Locale.parse(tag.replace("_", "-"), sep="-")
+    except (ValueError, UnknownLocaleError):
+        return False
+    return True
+
+
 def preview(settings: Settings, event_type: str, channel: str, locale: str, timezone: str,
-            payload: dict[str, Any] | None) -> Rendered:
+            payload: dict[str, Any] | None) -> Preview:
+    """Render one type on one channel for `herald templates preview`, with the catalog's sample payload unless one
+    is given. A `LookupError` for an unknown type or a channel without a template, a `ValueError` for a payload
+    without the type's required fields; a `RenderError` when the template needs more than the payload has."""
+    from consumers.cli.checks import unknown_type
+
     catalog = load_catalog(settings)
     entry = catalog.get(event_type)
     if entry is None:
-        raise LookupError(f"unknown event type {event_type}")
-    return _renderer(settings).render(event_type, channel, locale=locale, timezone=timezone,
-                                      context={"to": SAMPLE_RECIPIENTS[0], "payload": payload or entry.sample,
-                                               "message_id": "msg-preview"})
+        raise LookupError(unknown_type(catalog, event_type))
+    if payload is not None and (missing := [f for f in entry.required if f not in payload]):
+        raise ValueError(f"payload lacks {', '.join(missing)} (required by {event_type}: "
+                         f"{', '.join(entry.required)})")
+    renderer = _renderer(settings)
+    chosen = renderer.resolve_locale(event_type, channel, locale)
+    if chosen is None:
+        raise LookupError(f"no {channel} template for {event_type}")
+    warnings = []
+    if not known_locale(locale):
+        warnings.append(f"unknown locale {locale!r}; rendered in {chosen}")
+    elif chosen.split("-")[0] != locale.replace("_", "-").split("-")[0].lower():
+        warnings.append(f"no {locale} template for {event_type}/{channel}; rendered in {chosen}")
+    rendered = renderer.render(event_type, channel, locale=locale, timezone=timezone,
+                               context={"to": SAMPLE_RECIPIENTS[0],
+                                        "payload": entry.sample if payload is None else payload,
+                                        "message_id": "msg-preview"})
+    return Preview(rendered, warnings)

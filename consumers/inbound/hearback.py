@@ -13,10 +13,10 @@ What a webhook may do, in order, and what each failure answers:
    a replay answers 200 (so the vendor stops) having changed nothing. Ids live in a `KeyValueStore`
    (`herald.state.webhooks`, so they survive restarts), keyed by a hash of (channel, provider, id), valued by when
    they were first applied; the retention janitor deletes them after the window.
-5. Applying: each item's effects (preferences, status, hooks, reply event), then its id. An exception here means
-   state may be half-changed: it is logged as a bug, counted `error` and answered 500 so the vendor retries;
-   the items applied before it were remembered, so the retry applies only the rest (and the request's own id is
-   remembered only once every item is applied).
+5. Applying: each item's effects (preferences, status or receipt record, hooks, reply event), then its id. An
+   exception here means state may be half-changed: it is logged as a bug, counted `error` and answered 500 so the
+   vendor retries; the items applied before it were remembered, so the retry applies only the rest (and the
+   request's own id is remembered only once every item is applied).
 
 Ids are remembered after their effects, never before: a crash in between makes the vendor's retry apply an item
 twice (a duplicate status, which consumers already tolerate) rather than never. Two deliveries of one id at once
@@ -44,9 +44,9 @@ from consumers.clock import Clock
 from consumers.identity import recipient_hash
 from consumers.inbound.keywords import Keyword, classify
 from consumers.pipeline.outlets import Outlets
-from consumers.state.conversations import address_key
+from consumers.pipeline.status import Receipt
 from consumers.state.kvstore import KeyValueStore
-from consumers.state.preferences import PreferenceLedger
+from consumers.state.preferences import PreferenceLedger, address_key
 from schemas.status import Status
 
 log = logging.getLogger(__name__)
@@ -89,21 +89,19 @@ def reply_event(reply: InboundMessage, provider: str, now: datetime,
     }
 
 
-async def _receipt_ignored(message_id: str, status: Status) -> None:
-    return None
-
-
 async def _reply_ignored(reply: InboundMessage) -> None:
     return None
 
 
 @dataclass(frozen=True, slots=True)
 class HearBackHooks:
-    """What the rest of Herald makes of what it hears (consumers/hooks.py builds them): `on_receipt(message_id,
-    status)` updates the send ledger and falls back on a failed receipt; `on_reply(inbound)` reads an answer to an
-    open question. Each defaults to nothing."""
+    """What the rest of Herald makes of what it hears (consumers/hooks.py builds them): `on_receipt(receipt)` takes
+    a receipt (or a reply's `replied`) to the worker that owns the message's send record, which publishes its
+    status enriched from the ledger, updates the ledger and falls back on a failed one; without it, HearBack
+    publishes the status itself, as the receipt says it. `on_reply(inbound)` reads an answer to an open question
+    (defaults to nothing)."""
 
-    on_receipt: Callable[[str, Status], Awaitable[None]] = _receipt_ignored
+    on_receipt: Callable[[Receipt], Awaitable[None]] | None = None
     on_reply: Callable[[InboundMessage], Awaitable[None]] = _reply_ignored
 
 
@@ -229,9 +227,18 @@ class HearBack:
         if update.message_id is None:
             self.metrics.webhooks.labels(channel, vendor, "uncorrelated").inc()
             return
-        await self.statuses.for_receipt(update.message_id, update.status, channel=channel, provider=vendor,
-                                        detail=update.detail)
-        await self.hooks.on_receipt(update.message_id, update.status)
+        await self._receipt(Receipt(
+            message_id=update.message_id, status=update.status, channel=channel, provider=vendor,
+            provider_message_id=update.provider_message_id, detail=update.detail,
+            recipient=self.statuses.recipient(channel, getattr(update, "address", None)),
+            heard_at=self.clock(), reported_at=update.at))
+
+    async def _receipt(self, receipt: Receipt) -> None:
+        """The receipt's status and effects: through the owner of its send record when Herald runs as workers."""
+        if self.hooks.on_receipt is None:
+            await self.statuses.for_receipt(receipt)
+        else:
+            await self.hooks.on_receipt(receipt)
 
     # --- replays ----------------------------------------------------------------------------------------------
 
@@ -304,15 +311,17 @@ class HearBack:
             if result != "ok":
                 log.warning("opt keyword not applied", extra={"channel": channel, "provider": vendor,
                                                               "keyword": keyword.value, "reason": result})
-        sender_hash = recipient_hash(self.secret, address_key(reply.channel, reply.sender))
+        sender_hash = address_key(self.secret, reply.channel, reply.sender)  # `recipient`'s rule, so they join
         event = reply_event(reply, vendor, self.clock(), keyword, sender_hash=sender_hash)
         key = (reply.recipient_id or sender_hash).encode()  # never the number itself
         # Durable: the reply's id is remembered right after, and a remembered reply is never published again.
         await self.publisher.send("replies", key, orjson.dumps(event), durable=True)
         self.metrics.replies.labels(channel, vendor).inc()
         if reply.message_id:
-            await self.statuses.for_receipt(reply.message_id, Status.REPLIED, channel=channel, provider=vendor,
-                                            detail="digits" if reply.digits else "text")
+            # The reply's own provider id names the inbound message, not Herald's: the owner's ledger gives that one.
+            await self._receipt(Receipt(message_id=reply.message_id, status=Status.REPLIED, channel=channel,
+                                        provider=vendor, detail="digits" if reply.digits else "text",
+                                        recipient=sender_hash, heard_at=self.clock(), reported_at=reply.received_at))
         if keyword is None:
             await self.hooks.on_reply(reply)
 

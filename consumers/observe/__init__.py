@@ -1,3 +1,4 @@
-"""consumers/observe: how a worker is watched: Prometheus metrics and structured logs.
+"""consumers/observe: how a worker is watched: Prometheus metrics, structured logs and the message timeline (an
+index of herald.status on disk).
 Imports nothing from consumers or channels, so every other package may import it.
 """

@@ -230,7 +230,8 @@ class DeliveryStage:
         # sent); the other order would send it twice.
         await self.sends.sent(d, result.provider, result.provider_message_id)
         await self.statuses.for_dispatch(d, Status.SENT, provider=result.provider, attempt=d.attempt,
-                                         locale=message.rendered.locale, detail=result.detail)
+                                         locale=message.rendered.locale, detail=result.detail,
+                                         provider_message_id=result.provider_message_id, segments=result.segments)
         entry = self.catalog.get(d.event_type)
         if entry and entry.receipt_wait and d.fallback:
             await self.scheduler.add(self.clock() + entry.receipt_wait, d, "receipt_wait", kind="receipt_check",

@@ -84,6 +84,56 @@ def _rejection_for(exc: ValidationError) -> Rejection:
     return Rejection("invalid_envelope", describe_validation_error(exc))
 
 
+def parse_event(value: bytes | None, headers: Mapping[str, bytes]) -> CloudEvent | Rejection:
+    """A record's CloudEvent (structured, or binary with `ce_*` headers), or why it is none. The router's first
+    step, pure, so the HTTP API (consumers/inbound/api.py) refuses at the door exactly what the router would."""
+    if not any(k.startswith("ce_") for k in headers):
+        try:
+            orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            return Rejection("invalid_json", "record value is not JSON")
+    try:
+        return CloudEvent.from_record(value, headers)
+    except ValidationError as exc:
+        return _rejection_for(exc)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Rejection("invalid_envelope", type(exc).__name__)
+
+
+def check_event(event: CloudEvent, catalog: Catalog, *, now: datetime,
+                max_ahead: timedelta) -> CatalogEntry | Rejection:
+    """The router's checks that need no state, in its order: `time` and `sendat` at most `max_ahead` after `now`,
+    a type the catalog has, and the type's required payload fields. The type's entry when they pass."""
+    for name, when in (("time", event.time), ("sendat", event.sendat)):
+        if when is not None and when - now > max_ahead:
+            return Rejection("invalid_time", f"{name} is more than {max_ahead.days} days ahead")
+    entry = catalog.get(event.type)
+    if entry is None:
+        # The type is named only when it looks like one: a detail is published, and must not echo what a
+        # producer put in the wrong field.
+        named = event.type if len(event.type) <= 64 and TYPE_NAME.fullmatch(event.type) else "(not a type name)"
+        return Rejection("unknown_type", f"unknown event type {named}")
+    if missing := [f for f in entry.required if f not in event.data.payload]:
+        return Rejection("missing_payload_field", f"payload lacks {', '.join(missing)}")
+    return entry
+
+
+def candidates(event: CloudEvent, entry: CatalogEntry, channels: Collection[str]) -> list[tuple[str, str]]:
+    """(channel, address) in the catalog's order, narrowed by the event's `channels`, that have a sender (are in
+    `channels`) and an address: the channels the router may choose from, before consent and preferences."""
+    found: list[tuple[str, str]] = []
+    for channel in (c.value for c in entry.channels):
+        if event.channels is not None and channel not in event.channels:
+            continue
+        if channel not in channels:
+            if log.isEnabledFor(logging.DEBUG):  # once per event and channel: not even the record unless wanted
+                log.debug("skipping channel %s for %s: no sender configured", channel, event.type)
+            continue
+        if (address := event.data.to.address_for(channel)) is not None:
+            found.append((channel, address))
+    return found
+
+
 ConsentCheck = Callable[[str, str, str, str], str | None]  # (recipient id, category, channel, address) -> reason
 
 
@@ -128,17 +178,7 @@ class Router:
         self.pending = Pending()
 
     def parse(self, value: bytes | None, headers: Mapping[str, bytes]) -> CloudEvent | Rejection:
-        if not any(k.startswith("ce_") for k in headers):
-            try:
-                orjson.loads(value or b"")
-            except orjson.JSONDecodeError:
-                return Rejection("invalid_json", "record value is not JSON")
-        try:
-            return CloudEvent.from_record(value, headers)
-        except ValidationError as exc:
-            return _rejection_for(exc)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return Rejection("invalid_envelope", type(exc).__name__)
+        return parse_event(value, headers)
 
     def route(self, value: bytes | None, headers: Mapping[str, bytes] | None = None, *,
               received_at: datetime | None = None) -> RouteResult:
@@ -156,19 +196,11 @@ class Router:
 
     def _route(self, event: CloudEvent, received_at: datetime | None) -> RouteResult:
         now = self.clock()
-        for name, when in (("time", event.time), ("sendat", event.sendat)):
-            if self._too_far(when, now):
-                return RouteResult(event=event, rejection=Rejection(
-                    "invalid_time", f"{name} is more than {self.max_ahead.days} days ahead"))
-        entry = self.catalog.get(event.type)
-        if entry is None:
-            # The type is named only when it looks like one: a detail is published, and must not echo what a
-            # producer put in the wrong field.
-            named = event.type if len(event.type) <= 64 and TYPE_NAME.fullmatch(event.type) else "(not a type name)"
-            return RouteResult(event=event, rejection=Rejection("unknown_type", f"unknown event type {named}"))
-        if missing := [f for f in entry.required if f not in event.data.payload]:
-            return RouteResult(event=event, entry=entry, rejection=Rejection(
-                "missing_payload_field", f"payload lacks {', '.join(missing)}"))
+        checked = check_event(event, self.catalog, now=now, max_ahead=self.max_ahead)
+        if isinstance(checked, Rejection):
+            known = checked.reason == "missing_payload_field"  # the only refusal of a type the catalog has
+            return RouteResult(event=event, entry=self.catalog.get(event.type) if known else None, rejection=checked)
+        entry = checked
         event, preferred = self._personalised(event)
         result = RouteResult(event=event, entry=entry)
         if entry.cancels and entry.cancel_key:
@@ -257,17 +289,7 @@ class Router:
         return event.model_copy(update={"data": event.data.model_copy(update={"to": to})}), preferred
 
     def _candidates(self, event: CloudEvent, entry: CatalogEntry) -> list[tuple[str, str]]:
-        """(channel, address) in the catalog's order, narrowed by the event's `channels`, that have a sender."""
-        found: list[tuple[str, str]] = []
-        for channel in (c.value for c in entry.channels):
-            if event.channels is not None and channel not in event.channels:
-                continue
-            if channel not in self.channels:
-                log.debug("skipping channel %s for %s: no sender configured", channel, event.type)
-                continue
-            if (address := event.data.to.address_for(channel)) is not None:
-                found.append((channel, address))
-        return found
+        return candidates(event, entry, self.channels)
 
     def _due_times(self, event: CloudEvent, entry: CatalogEntry, now: datetime) -> list[tuple[datetime, str]] | None:
         """When to send: now, at `sendat`, or at the catalog's schedule relative to a payload date.

@@ -96,6 +96,12 @@ async def test_channels__twilio_meta_fcm_and_webhooks_round_trip(sim_stack: tupl
     assert timeline(stack, ids["sms"])[:3] == [Status.ACCEPTED, Status.SENT, Status.DELIVERED]
     sms_sent = next(s for s in stack.statuses if s.message_id == ids["sms"] and s.status is Status.SENT)
     assert (sms_sent.provider, sms_sent.detail) == ("twilio", "UCS-2, 1 segment")  # "código" is not GSM-7
+    assert sms_sent.segments == 1 and sms_sent.provider_message_id
+    # The receipt went through the owner of the message's send record, which described it as `sent` did.
+    sms_delivered = next(s for s in stack.statuses if s.message_id == ids["sms"] and s.status is Status.DELIVERED)
+    assert (sms_delivered.event_type, sms_delivered.channel, sms_delivered.provider, sms_delivered.recipient,
+            sms_delivered.provider_message_id) == ("otp.requested", "sms", "twilio", sms_sent.recipient,
+                                                   sms_sent.provider_message_id)
     assert Status.DELIVERED in timeline(stack, ids["voice"])
     assert Status.REPLIED in timeline(stack, ids["voice"])
     assert Status.READ in timeline(stack, ids["whatsapp"])

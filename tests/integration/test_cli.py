@@ -60,13 +60,16 @@ async def test_cli__broker_runs_tansu_with_every_topic_created(tmp_path: Path) -
 async def test_cli__publish_then_status_shows_accepted_and_sent(stack: Stack) -> None:
     stack.start_worker()
     env = Settings.as_env(stack.settings)
-    published = await asyncio.to_thread(herald, "publish", "otp.requested", "--to", "ana@example.com",
-                                        "--locale", "de-DE", env=env)
+    published = await asyncio.to_thread(herald, "publish", "otp.requested", "--to",
+                                        "id=user-42,email=ana@example.com", "--locale", "de-DE", env=env)
     assert published.returncode == 0, published.stderr
+    assert "for user-42 to " in published.stdout
     await stack.wait_statuses(lambda ss: any(s.status is Status.SENT for s in ss), timeout=30)
     shown = await asyncio.to_thread(herald, "status", "--json", env=env)
     lines = shown.stdout.strip().splitlines()
     assert [line.split('"status":"')[1].split('"')[0] for line in lines] == ["accepted", "sent"]
+    sent = await asyncio.to_thread(herald, "status", "--json", "--type", "otp.*", "--status", "sent", env=env)
+    assert [orjson.loads(line)["status"] for line in sent.stdout.splitlines()] == ["sent"]
     [mail] = stack.sink.snapshot()
     assert mail["Content-Language"] == "de"
     assert "ana@example.com" not in shown.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from schemas.export import CONTRACTS, SCHEMA_DIR, dumps, export_schemas
@@ -25,5 +26,16 @@ def test_contract__status_schema_lists_every_status_word() -> None:
 
 def test_contract__status_has_no_field_for_bodies_or_addresses() -> None:
     fields = set(export_schemas()["DeliveryStatus"]["properties"])
-    assert fields == {"message_id", "event_id", "event_type", "tenant", "channel", "provider", "status", "attempt",
-                      "recipient", "locale", "template", "at", "latency_ms", "error", "detail"}
+    assert fields == {"schema_version", "message_id", "event_id", "event_type", "tenant", "channel", "provider",
+                      "provider_message_id", "status", "attempt", "recipient", "locale", "template", "segments", "at",
+                      "reported_at", "latency_ms", "error", "detail"}
+
+
+def test_contract__status_schema_is_versioned_and_open_to_additive_fields() -> None:
+    # Strict consumers validate against this file: an `additionalProperties: false` would make every field added
+    # within v1 break them, which is what the contract promises not to do.
+    schema = orjson.loads((SCHEMA_DIR / "DeliveryStatus.json").read_bytes())
+    assert schema["$id"] == "urn:herald:schema:DeliveryStatus:v1"
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["properties"]["schema_version"]["default"] == "1"
+    assert "additionalProperties" not in schema

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from channels.base import OutboundMessage, SendResult
 from channels.errors import InvalidRecipient, ProviderUnavailable, RateLimited
 from channels.rendering.render import BUNDLED_TEMPLATES, Renderer
+from channels.webhooks import InboundMessage, StatusUpdate, WebhookRequest, WebhookResult
 from consumers import hooks
+from consumers.inbound.hearback import HearBack, HearBackHooks
 from consumers.observe.metrics import Metrics
 from consumers.pipeline.delivery import Backoff, DeliveryHooks, DeliveryStage
 from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import Record
 from consumers.pipeline.scheduler import Scheduler
+from consumers.pipeline.status import Receipt
+from consumers.state.conversations import Conversations, Question
 from consumers.state.documents import Documents
 from consumers.state.kvstore import MemoryStore
+from consumers.state.preferences import PreferenceLedger, address_key
 from consumers.state.sends import SendLedger
 from schemas.catalog import Catalog
 from schemas.dispatch import Dispatch
@@ -303,7 +310,8 @@ async def test_receipts__heard_anywhere_reach_the_ledger_through_the_receipts_to
     rig = stage(ScriptedSender(name="sms", channel="sms"))
     rig.stage.senders = {"sms": ScriptedSender(name="twilio", channel="sms")}
     await rig.stage.handle(record(otp()))
-    await hooks.route_receipts(rig.publisher)("msg-1", receipt)
+    await hooks.route_receipts(rig.publisher)(Receipt(message_id="msg-1", status=receipt, channel="sms",
+                                                      provider="twilio"))
     [routed] = rig.publisher.on("receipts")
     assert routed.key == b"msg-1"
     await hooks.apply_receipts(rig.stage.sends, rig.stage.outlets)(
@@ -311,3 +319,148 @@ async def test_receipts__heard_anywhere_reach_the_ledger_through_the_receipts_to
     ledger = rig.stage.sends.get("msg-1")
     assert ledger is not None and (ledger.state == "delivered") is not falls_back
     assert [d["channel"] for d in rig.publisher.json("dispatch.voice.critical")] == (["voice"] if falls_back else [])
+
+
+# --- receipts carry what the `sent` status said (status contract v1) ------------------------------------------------
+
+
+@dataclass
+class Heard:
+    """A provider that trusts every webhook and reports what the test says."""
+
+    result: WebhookResult
+    name: str = "twilio"
+    channel: str = "sms"
+
+    def verify_webhook(self, request: WebhookRequest) -> bool:
+        return True
+
+    def parse_webhook(self, request: WebhookRequest) -> WebhookResult:
+        return self.result
+
+
+@dataclass
+class SmsSender(ScriptedSender):
+    """Twilio as the delivery stage sees it: an SMS in two segments."""
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        result = await super().send(message)
+        return dataclasses.replace(result, detail="GSM-7, 2 segments", segments=2)
+
+
+async def hear(rig: Delivery, result: WebhookResult) -> None:
+    """A webhook on any worker, then its receipts applied by the owner of their messages, as in a worker."""
+    hb = HearBack({("sms", "twilio"): Heard(result)}, rig.stage.outlets, rig.clock,
+                  ledger=PreferenceLedger(MemoryStore(), clock=rig.clock), contacts=lambda _address: None,
+                  replays=MemoryStore(), hooks=HearBackHooks(on_receipt=hooks.route_receipts(rig.publisher)))
+    statuses_before = len(rig.publisher.statuses())
+    receipts_before = len(rig.publisher.on("receipts"))
+    assert (await hb.handle("sms", "twilio", WebhookRequest("POST", "https://h.example/webhooks/sms/twilio", {},
+                                                            {}, b""))).status == 200
+    assert len(rig.publisher.statuses()) == statuses_before  # the hearing worker describes nothing itself
+    apply = hooks.apply_receipts(rig.stage.sends, rig.stage.outlets)
+    for routed in rig.publisher.on("receipts")[receipts_before:]:
+        await apply(Record(topic="h.receipts", partition=0, offset=0, key=routed.key, value=routed.value))
+
+
+def sent_sms_rig() -> Delivery:
+    rig = stage(ScriptedSender())
+    rig.stage.senders = {"sms": SmsSender(name="twilio", channel="sms")}
+    return rig
+
+
+async def test_receipts__carry_type_tenant_channel_provider_recipient_and_provider_id_from_the_ledger() -> None:
+    rig = sent_sms_rig()
+    to = Recipient(id="u1", phone="+34 600 11 12 22", locale="es-ES")  # as upstream wrote it, spaces and all
+    await rig.stage.handle(record(otp(tenant="acme", to=to)))
+    [sent] = rig.publisher.statuses()
+    assert (sent.status, sent.provider_message_id, sent.segments, sent.detail) == (
+        Status.SENT, "p-1", 2, "GSM-7, 2 segments")
+    rig.clock.advance(seconds=3)
+    vendor_time = NOW + timedelta(seconds=2)
+    await hear(rig, WebhookResult(statuses=[StatusUpdate(
+        message_id="msg-1", provider_message_id=None, status=Status.DELIVERED, vendor_status="delivered",
+        at=vendor_time, address="+34600111222")]))
+    delivered = rig.publisher.statuses()[-1]
+    assert delivered.status is Status.DELIVERED
+    assert (delivered.event_id, delivered.event_type, delivered.tenant, delivered.channel, delivered.provider) == (
+        "evt-1", "otp.requested", "acme", "sms", "twilio")
+    assert delivered.provider_message_id == "p-1"  # the vendor did not repeat it: the ledger knows it
+    assert delivered.recipient == sent.recipient and delivered.recipient is not None
+    assert (delivered.attempt, delivered.template, delivered.schema_version) == (1, "otp.requested/sms", "1")
+    assert (delivered.at, delivered.reported_at, delivered.latency_ms) == (NOW + timedelta(seconds=3), vendor_time,
+                                                                           4000)
+    assert rig.stage.sends.get("msg-1").state == "delivered"  # type: ignore[union-attr]
+
+
+async def test_receipts__a_reply_to_the_message_is_replied_with_the_same_fields_and_recipient() -> None:
+    rig = sent_sms_rig()
+    await rig.stage.handle(record(otp(tenant="acme")))
+    [sent] = rig.publisher.statuses()
+    await hear(rig, WebhookResult(inbound=[InboundMessage(channel="sms", sender="+34600111222", text="gracias",
+                                                          message_id="msg-1", provider_message_id="SM-in")]))
+    replied = rig.publisher.statuses()[-1]
+    assert (replied.status, replied.event_type, replied.tenant, replied.channel, replied.provider) == (
+        Status.REPLIED, "otp.requested", "acme", "sms", "twilio")
+    assert replied.recipient == sent.recipient
+    assert replied.provider_message_id == "p-1"  # Herald's message's id, not the inbound text's
+    [reply] = rig.publisher.json("replies")
+    assert reply["data"]["from_hash"] == sent.recipient  # herald.replies joins herald.status too
+
+
+async def test_receipts__of_a_message_the_ledger_does_not_know_say_what_the_receipt_said() -> None:
+    rig = sent_sms_rig()
+    await hear(rig, WebhookResult(statuses=[StatusUpdate(
+        message_id="msg-elsewhere", provider_message_id="SM9", status=Status.FAILED, vendor_status="undelivered",
+        detail="30003", address="+34 600 11 12 22")]))
+    [failed] = rig.publisher.statuses()
+    assert (failed.message_id, failed.status, failed.channel, failed.provider, failed.provider_message_id,
+            failed.detail, failed.event_type) == ("msg-elsewhere", Status.FAILED, "sms", "twilio", "SM9", "30003",
+                                                  None)
+    # The one rule without the ledger too: the vendor's address, normalised as consent keys it.
+    assert failed.recipient == address_key(b"secret", "sms", "+34600111222")
+    assert rig.publisher.on("dispatch.voice.critical") == []  # nothing to fall back from
+
+
+async def test_receipts__a_record_of_the_older_form_still_applies() -> None:
+    # Records routed by a worker of the previous release, still on the topic while the group upgrades.
+    rig = sent_sms_rig()
+    await rig.stage.handle(record(otp()))
+    await hooks.apply_receipts(rig.stage.sends, rig.stage.outlets)(Record(
+        topic="h.receipts", partition=0, offset=0, key=b"msg-1", value=b'{"message_id":"msg-1","status":"read"}'))
+    read = rig.publisher.statuses()[-1]
+    assert (read.status, read.event_type, read.channel, read.provider) == (Status.READ, "otp.requested", "sms",
+                                                                           "twilio")
+
+
+async def test_statuses__one_recipient_rule_for_every_record_of_a_message() -> None:
+    # Channel records hash the normalised address (the consent records' key); event records name no address.
+    rig = sent_sms_rig()
+    await rig.stage.handle(record(otp(to=Recipient(id="u1", phone="+34 600 11 12 22"))))
+    await rig.stage.handle(record(otp(message_id="msg-2", to=Recipient(id="u2", phone="+34600111222"))))
+    first, second = rig.publisher.statuses()
+    assert first.recipient == second.recipient == address_key(b"secret", "sms", "+34600111222")
+    whole = await rig.stage.outlets.statuses.for_event("msg-evt", Status.DEDUPLICATED)
+    assert whole.recipient is None
+
+
+async def test_receipts__an_answer_to_an_open_question_is_replied_on_the_question_s_message() -> None:
+    # The vendor did not say which message the text answers; the open question did (hooks.answer_replies).
+    rig = sent_sms_rig()
+    catalog = Catalog.load(BUNDLED_CATALOG)
+    asked = dispatch(event_type="appointment.reminder", channel="sms", tenant="clinic",
+                     to=Recipient(id="u1", phone="+34600111222", locale="es-ES"), payload={"appointment_id": "A1"})
+    await rig.stage.sends.sent(asked, "twilio", "SM-1")
+    conversations = Conversations(MemoryStore(), b"secret")
+    await conversations.remember(Question.for_dispatch(asked, catalog.types["appointment.reminder"], NOW),
+                                 "+34600111222")
+    on_reply = hooks.answer_replies(conversations, catalog, rig.publisher, rig.stage.outlets.statuses, rig.clock)
+    await on_reply(InboundMessage(channel="sms", sender="+34 600 111 222", text="SI"))
+    [routed] = rig.publisher.on("receipts")
+    await hooks.apply_receipts(rig.stage.sends, rig.stage.outlets)(
+        Record(topic="h.receipts", partition=0, offset=0, key=routed.key, value=routed.value))
+    [replied] = rig.publisher.statuses()
+    assert (replied.message_id, replied.status, replied.event_type, replied.tenant, replied.channel,
+            replied.provider, replied.provider_message_id) == (
+        "msg-1", Status.REPLIED, "appointment.reminder", "clinic", "sms", "twilio", "SM-1")
+    assert replied.recipient == address_key(b"secret", "sms", "+34600111222")

@@ -143,7 +143,7 @@ async def test_vonage__client_ref_is_capped_at_100_characters() -> None:
 async def test_vonage__multipart_answer_gives_the_first_part_id() -> None:
     recorder = Recorder(body=fixture("vonage", "send_ok_multipart.json"))
     result = await vonage(recorder).send(message(text="x" * 200))
-    assert (result.provider_message_id, result.detail) == ("0C000000217B7F02", "GSM-7, 2 segments")
+    assert (result.provider_message_id, result.detail, result.segments) == ("0C000000217B7F02", "GSM-7, 2 segments", 2)
 
 
 async def test_vonage__invalid_address_fails_before_any_request() -> None:

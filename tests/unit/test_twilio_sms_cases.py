@@ -155,6 +155,7 @@ async def test_twilio_sms__answer_has_its_outcome(make: Make, text: str, status:
         result = await provider.send(message(text))
         assert (result.provider, result.provider_message_id, result.detail) == (
             "twilio", outcome.provider_message_id, outcome.detail)
+        assert result.segments == int(outcome.detail.split(", ")[1].split()[0])  # data, not only words
     else:
         with pytest.raises(DeliveryError) as caught:
             await provider.send(message(text))

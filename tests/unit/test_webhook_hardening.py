@@ -19,6 +19,7 @@ from consumers.app import load_catalog, retention_rules
 from consumers.identity import recipient_hash
 from consumers.inbound.hearback import HearBackHooks, replay_key
 from consumers.inbound.unsubscribe import unsubscribe_link
+from consumers.pipeline.status import Receipt
 from consumers.state.conversations import Conversations
 from consumers.state.kvstore import MemoryStore
 from consumers.state.retention import Janitor
@@ -329,12 +330,13 @@ async def test_hearback__failure_after_verification_is_500_and_the_retry_applies
     events = [sendgrid_event("delivered", f"ev-{i}", herald_message_id=f"msg-{i}") for i in range(3)]
     calls = 0
 
-    async def flaky(message_id: str, status: Status) -> None:
+    async def flaky(receipt: Receipt) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
-            raise ConnectionError("the send ledger's broker is away")
-        rig.receipts.append((message_id, status.value))
+            raise ConnectionError("the receipts topic's broker is away")
+        rig.receipts.append((receipt.message_id, receipt.status.value))
+        await rig.hearback.statuses.for_receipt(receipt)
 
     rig.hearback.hooks = HearBackHooks(on_receipt=flaky)
     first = await rig.hearback.handle("email", "sendgrid", sendgrid_post(events))
@@ -342,7 +344,7 @@ async def test_hearback__failure_after_verification_is_500_and_the_retry_applies
     again = await rig.hearback.handle("email", "sendgrid", sendgrid_post(events))  # SendGrid retries the batch
     assert again.status == 200
     # msg-0 was applied and remembered before the failure: the retry applies msg-1 (again) and msg-2, not msg-0.
-    assert [s.message_id for s in rig.publisher.statuses()] == ["msg-0", "msg-1", "msg-1", "msg-2"]
+    assert [s.message_id for s in rig.publisher.statuses()] == ["msg-0", "msg-1", "msg-2"]
     assert rig.receipts == [("msg-0", "delivered"), ("msg-1", "delivered"), ("msg-2", "delivered")]
     assert rig.replayed("email", "sendgrid") == 1
 

@@ -39,6 +39,7 @@ from consumers.inbound.hearback import HearBack, HearBackHooks
 from consumers.inbound.web import register_document_view, register_views
 from consumers.observe.metrics import Metrics
 from consumers.pipeline.outlets import Outlets
+from consumers.pipeline.status import Receipt
 from consumers.state.documents import Documents
 from consumers.state.kvstore import MemoryStore
 from consumers.state.preferences import PreferenceLedger
@@ -87,10 +88,12 @@ class Rig:
 
 
 def hearback_for(rig: Rig, replays: MemoryStore) -> HearBack:
-    async def on_receipt(message_id: str, status: Any) -> None:
-        rig.receipts.append((message_id, str(status)))
-
     outlets = Outlets.build(rig.publisher, rig.metrics, SECRET, rig.clock)
+
+    async def on_receipt(receipt: Receipt) -> None:
+        rig.receipts.append((receipt.message_id, receipt.status.value))
+        await outlets.statuses.for_receipt(receipt)  # as the message's owner would, without its send record
+
     return HearBack(rig.receivers, outlets, rig.clock, ledger=rig.ledger,
                     contacts={"ana@example.com": "user-42", "+34600111222": "user-42"}.get, replays=replays,
                     hooks=HearBackHooks(on_receipt=on_receipt), replay_window=rig.settings.dedupe_window,
