@@ -67,8 +67,10 @@ bench-email: $(STAMP)
 bench-memory: $(STAMP)
 	$(BIN)/python -m bench.memory
 
+# The committed contracts: schemas/jsonschema/*.json and schemas/asyncapi.yaml (every topic, AsyncAPI 3.0).
 schema: $(STAMP)
 	$(BIN)/herald schema --write
+	$(BIN)/herald asyncapi --write
 
 # The dev lock first; the runtime lock is constrained by it, so production runs exactly the versions tested.
 lock:

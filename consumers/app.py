@@ -28,7 +28,14 @@ from consumers.identity import KeyRing
 from consumers.inbound.admin import serve_admin
 from consumers.inbound.api import answers_expiry, register_api_view
 from consumers.inbound.hearback import HearBack, HearBackHooks
-from consumers.inbound.web import harden_public_server, register_document_view, register_views
+from consumers.inbound.tracking import Tracking, TrackingLinks
+from consumers.inbound.web import (
+    harden_public_server,
+    register_document_view,
+    register_tracking_views,
+    register_views,
+)
+from consumers.observe.lag import KafkaOffsets, LagMonitor, Lane
 from consumers.observe.metrics import CIRCUIT_VALUES, Metrics
 from consumers.observe.timeline import StatusTimeline
 from consumers.ownership import Ownership
@@ -241,12 +248,14 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
                     max_ahead=settings.max_schedule_ahead)
     ingest = IngestStage(router, outlets, scheduler, max_event_bytes=settings.max_event_bytes,
                          max_record_bytes=settings.max_record_bytes)
+    tracking_links = TrackingLinks(keys, settings.public_url, ttl=settings.tracking_ttl, clock=clock)
     delivery = DeliveryStage(
         renderer, senders, catalog, outlets, sends=sends, documents=documents, scheduler=scheduler, clock=clock,
         template_globals=template_globals, backoff=Backoff(max_attempts=settings.max_attempts),
         hooks=DeliveryHooks(
             consent=consent, session_open=hooks.session_open(ledger, clock),
             headers=hooks.unsubscribe_headers(secret, settings.public_url),
+            track=hooks.track_email(tracking_links, catalog, enabled=settings.tracking),
             after_send=hooks.remember_after_send(state.contacts, conversations, catalog, secret, clock),
             on_failure=hooks.suppress_dead_addresses(ledger, secret)))
     dead_letters = outlets.dead_letters
@@ -302,7 +311,25 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
             metrics.partitions_owned.set(len(ownership.partitions))
             for name, size in state.sizes().items():
                 metrics.state_keys.labels(name).set(size)
+            for kind, count in scheduler.pending_by_kind().items():
+                metrics.scheduled_pending.labels(kind).set(count)
             await asyncio.sleep(settings.state_metrics_interval)
+
+    # Both lanes' lag on this worker's partitions and the dead-letter topic's depth, asked of the broker.
+    normal_topics = (settings.topic("events"), *(settings.topic(f"dispatch.{channel}") for channel in senders))
+    lag = LagMonitor(metrics, KafkaOffsets(kafka_client_kwargs(settings)),
+                     [Lane("normal", settings.app_id, normal_topics),
+                      Lane("critical", critical.group_id, tuple(sorted(critical.routes)))],
+                     owned=lambda: ownership.partitions, dead_letter_topic=settings.topic("deadletter"),
+                     interval=settings.state_metrics_interval)
+
+    @task
+    async def measure_lag() -> None:
+        await lag.run()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def count_rebalance(app: faust.App, assigned: set[TP], **kwargs: object) -> None:
+        metrics.rebalances.inc()  # every rebalance ends in an assignment, an empty one included
 
     janitor = Janitor(retention_rules(state, settings, catalog, conversations), clock=clock, owns=ownership.owns,
                       metrics=metrics)
@@ -323,6 +350,8 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     register_api_view(app, settings, catalog=catalog, channels=senders.keys(), publisher=publisher,
                       answers=state.api_requests, clock=clock)
     register_document_view(app, documents, metrics)
+    # Served even with HERALD_TRACKING off: links already sent keep working until they expire.
+    register_tracking_views(app, Tracking(tracking_links, hooks.route_receipts(publisher), metrics))
     harden_public_server(app)
     # The message timeline (admin port, /messages): every worker indexes all of herald.status, off the send path,
     # and only where HERALD_ADMIN_TOKEN lets someone ask.

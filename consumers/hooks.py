@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 
 import orjson
 
 from channels.errors import DeliveryError, InvalidRecipient
+from channels.rendering.render import Rendered
+from channels.rendering.tracking import track_html
 from channels.webhooks import InboundMessage
 from consumers.identity import KeyRing, recipient_hash
 from consumers.inbound.replies import (
@@ -21,6 +24,7 @@ from consumers.inbound.replies import (
     reply_cloudevent,
     reply_recipient,
 )
+from consumers.inbound.tracking import TrackingLinks
 from consumers.inbound.unsubscribe import list_unsubscribe_headers, unsubscribe_link
 from consumers.pipeline.fallback import fall_back
 from consumers.pipeline.outlets import Outlets
@@ -98,6 +102,31 @@ def unsubscribe_headers(secret: bytes | KeyRing, public_url: str) -> Callable[[D
         return list_unsubscribe_headers(unsubscribe_link(current, public_url, d.to.id, address_key=key))
 
     return headers
+
+
+def track_email(links: TrackingLinks, catalog: Catalog, *,
+                enabled: bool = True) -> Callable[[Dispatch, Rendered], Rendered]:
+    """Open and click tracking on an email's HTML, as its type allows (`CatalogEntry.tracks`: never on a critical
+    type) and unless `enabled` is false (HERALD_TRACKING): links wrapped in signed click links, the pixel added.
+    Herald's own links (unsubscribe, documents) and the plain-text part are left alone."""
+
+    def track(d: Dispatch, rendered: Rendered) -> Rendered:
+        entry = catalog.get(d.event_type)
+        if not enabled or d.channel != "email" or entry is None or "html" not in rendered.parts:
+            return rendered
+        wanted = entry.tracks()
+        if not (wanted.opens or wanted.clicks):
+            return rendered
+        expires = links.expiry(d)
+
+        def click(url: str) -> str | None:
+            return None if links.is_own(url) else links.click_link(d.message_id, expires, url)
+
+        html = track_html(rendered["html"], click=click if wanted.clicks else None,
+                          pixel=links.open_link(d.message_id, expires) if wanted.opens else None)
+        return replace(rendered, parts={**rendered.parts, "html": html})
+
+    return track
 
 
 def suppress_dead_addresses(ledger: PreferenceLedger, secret: bytes | KeyRing

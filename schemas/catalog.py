@@ -94,6 +94,18 @@ class FrequencyCap(BaseModel):
         return parse_duration(value)
 
 
+class Tracking(BaseModel):
+    """What Herald tracks in a type's email: opens (a pixel) and clicks (links through a redirect)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    opens: bool = Field(default=True, description="Add an open pixel; `opened` statuses.")
+    clicks: bool = Field(default=True, description="Wrap http(s) links in signed redirects; `clicked` statuses.")
+
+
+NOT_TRACKED = Tracking(opens=False, clicks=False)
+
+
 class CatalogError(ValueError):
     """The catalog file is missing, unreadable or invalid; the message says where."""
 
@@ -128,6 +140,11 @@ class CatalogEntry(BaseModel):
         default_factory=dict, description="Text replies understood as answers: meaning (confirm or cancel) -> "
         "language -> accepted words, matched whole-message, ignoring case, accents and punctuation.",
         examples=[{"confirm": {"en": ["Y", "YES"], "es": ["S", "SI", "SÍ"]}, "cancel": {"en": ["N", "NO"]}}])
+    tracking: bool | Tracking | None = Field(
+        default=None, description="Open and click tracking of this type's email: false (none), true (both) or "
+        "{opens, clicks}. Unset: both, except on a critical type, whose email (codes, password resets, "
+        "verification links) is never tracked and may not ask to be.",
+        examples=[False, {"opens": True, "clicks": False}])
     required: list[str] = Field(default_factory=list,
                                 description="Payload fields the templates need; missing ones are rejected.")
     sample: dict[str, Any] = Field(default_factory=dict,
@@ -198,7 +215,18 @@ class CatalogEntry(BaseModel):
             raise ValueError("channels must list at least one channel (only a cancelling type may have none)")
         if (self.cancels or self.schedule) and self.cancel_key and self.cancel_key not in self.required:
             raise ValueError(f"cancel_key {self.cancel_key!r} must be one of the required fields")
+        if self.priority is Priority.CRITICAL and self.tracking not in (None, False, NOT_TRACKED):
+            raise ValueError("a critical type is never tracked (codes, password resets, verification links): "
+                             "remove `tracking` or set it to false")
         return self
+
+    def tracks(self) -> Tracking:
+        """What is tracked in this type's email (see `tracking`)."""
+        if self.priority is Priority.CRITICAL or self.tracking is False:
+            return NOT_TRACKED
+        if self.tracking is True or self.tracking is None:
+            return Tracking()
+        return self.tracking
 
 
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")

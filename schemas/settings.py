@@ -99,10 +99,17 @@ class Settings(BaseSettings):
                                       "expired state (dedupe keys, cap counters, send records, questions, "
                                       "documents).")
     state_metrics_interval: float = Field(default=10.0, gt=0, description="Seconds between readings of the "
-                                          "state size (`herald_state_keys`).")
+                                          "state size (`herald_state_keys`) and the consumer lag "
+                                          "(`herald_consumer_lag`); dead-letter depth every third reading.")
     receipt_grace: timedelta = Field(default=timedelta(days=3), description="How long a send record is kept "
                                      "after its message expires, so late receipts still find it (seconds or "
                                      "ISO 8601 duration).")
+    tracking: bool = Field(default=True, description="Open and click tracking of email, for the types the catalog "
+                           "does not exclude (critical types never); false: no email is tracked.")
+    tracking_ttl: timedelta = Field(default=timedelta(days=30), gt=timedelta(0), description="How long an email's "
+                                    "tracking links (pixel and click redirects) keep working after the message "
+                                    "itself expires (its send time plus the type's `ttl`); later they answer 403 "
+                                    "(seconds or ISO 8601 duration).")
     max_event_bytes: int = Field(default=1_048_576, ge=1024, description="Largest event record accepted; a "
                                  "larger one is `rejected` with `event_too_large` before any work.")
     max_record_bytes: int = Field(default=1_048_576, ge=65_536, description="The producer's limit on one record "

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import orjson
 import typer
 
+from consumers.cli.asyncapi import register as register_asyncapi
 from consumers.cli.base import EXIT_USAGE, HeraldGroup, console, err, fail, global_options, read_settings, warn
 from consumers.cli.people import register as register_people
 from consumers.cli.trace import register as register_trace
@@ -27,6 +28,7 @@ templates_app = typer.Typer(help="Check and preview templates.", no_args_is_help
 app.add_typer(templates_app, name="templates")
 register_people(app)
 register_trace(app)
+register_asyncapi(app)
 
 
 def _require_devstack(command: str, *modules: str) -> None:
@@ -82,6 +84,7 @@ def worker() -> None:
 def sim(port: Annotated[int | None, typer.Option(help="Port; defaults to HERALD_SIM_PORT.")] = None,
         host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1") -> None:
     """Run the provider simulator (Twilio, Vonage, Meta, FCM, SendGrid) that calls Herald's webhooks back."""
+    _require_devstack("sim", "consumers.dev.simulator")  # the image leaves consumers/dev out
     from consumers.dev.simulator.app import run_sim
 
     settings = read_settings()

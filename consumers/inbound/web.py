@@ -1,4 +1,4 @@
-"""The public port's Faust web views (provider webhooks, one-click unsubscribe, document links) and the
+"""The public port's Faust web views (provider webhooks, one-click unsubscribe, document and tracking links) and the
 response headers of both of Herald's web servers (`harden_responses`).
 
 Every view that takes input from outside answers malformed input with 400, 403 or 413 and never 500 before it
@@ -10,7 +10,7 @@ raise before any state change is answered 400 and counted (`malformed`), as a bu
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
 import aiohttp.web_response
@@ -21,6 +21,8 @@ from faust.web import Request, Response, View
 from channels.webhooks import WebhookRequest
 from consumers.identity import KeyRing
 from consumers.inbound.hearback import HearBack
+from consumers.inbound.tracking import CLICK_PATH, OPEN_PATH, Tracking
+from consumers.inbound.tracking import Answer as TrackingAnswer
 from consumers.inbound.unsubscribe import Unsubscribes
 from consumers.observe.metrics import Metrics
 from consumers.state.documents import Documents
@@ -196,6 +198,35 @@ def register_document_view(app: faust.App, documents: Documents, metrics: Metric
                                             "Cache-Control": "private, no-store"})
 
     app.page("/documents/{message_id}.pdf")(DocumentView)
+
+
+def register_tracking_views(app: faust.App, tracking: Tracking) -> None:
+    """`GET /t/o/{message_id}.gif` (open pixel) and `GET /t/c/{message_id}` (click redirect), answered by any worker
+    (consumers/inbound/tracking.py). A link that raises while being checked is a 400, never a redirect."""
+
+    async def answer(view: View, kind: str, handle: Callable[[str, dict[str, str]], Awaitable[TrackingAnswer]],
+                     message_id: str, request: Request) -> Response:
+        try:
+            result = await handle(_text(message_id), text_query(request.query))
+        except Exception:  # checking a link changes nothing, and publishing never raises: a bug, answered 400
+            tracking.metrics.tracking.labels(kind, "malformed").inc()
+            log.exception("tracking link raised; answered 400")
+            return view.text("This link is not valid.", status=400)
+        headers = {"Content-Type": result.content_type, "Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+        if result.location is not None:
+            headers["Location"] = result.location
+        return view.bytes(result.body, status=result.status, headers=headers)
+
+    class OpenView(View):
+        async def get(self, request: Request, message_id: str) -> Response:
+            return await answer(self, "open", tracking.open, message_id, request)
+
+    class ClickView(View):
+        async def get(self, request: Request, message_id: str) -> Response:
+            return await answer(self, "click", tracking.click, message_id, request)
+
+    app.page(OPEN_PATH)(OpenView)
+    app.page(CLICK_PATH)(ClickView)
 
 
 # Sent on every response of both servers (`Server` replaces aiohttp's `Python/3.x aiohttp/3.x` banner). The other

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import platform
+from importlib import metadata
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+def herald_version() -> str:
+    """The installed distribution's version ("unknown" when run from a tree that was never installed)."""
+    try:
+        return metadata.version("herald")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class Metrics:
@@ -59,6 +79,11 @@ class Metrics:
                                      "400).", ["route", "reason"], registry=r)
         self.unsubscribes = Counter("herald_unsubscribes_total", "One-click unsubscribes (RFC 8058) by channel.",
                                     ["channel"], registry=r)
+        self.tracking = Counter("herald_tracking_total", "Email open pixels (`open`) and click links (`click`) "
+                                "requested, by result: ok (status published), repeated (same one within the "
+                                "repeat window: not published again), forbidden (unsigned or tampered: 403), "
+                                "expired (403), malformed (raised: 400, a bug), error (status not published).",
+                                ["kind", "result"], registry=r)
 
         self.duplicates_prevented = Counter("herald_duplicate_sends_prevented_total",
                                             "Dispatches not sent again because the send ledger had them sent.",
@@ -93,6 +118,33 @@ class Metrics:
         self.state_expired = Counter("herald_state_expired_total",
                                      "State entries deleted by the retention sweep because they expired.",
                                      ["store"], registry=r)
+
+        self.consumer_lag = Gauge("herald_consumer_lag",
+                                  "Records not handled yet per lane (normal: the app's group; critical: its own), "
+                                  "topic and partition, for the partitions this worker owns: the end offset minus "
+                                  "the group's committed offset, read from the broker every "
+                                  "HERALD_STATE_METRICS_INTERVAL.", ["lane", "topic", "partition"], registry=r)
+        self.sends_in_flight = Gauge("herald_sends_in_flight",
+                                     "Sends handed to a provider and not answered yet, waits for rate-limit tokens "
+                                     "included.", ["channel"], registry=r)
+        self.dead_letters_pending = Gauge("herald_dead_letters_pending",
+                                          "Records held in herald.deadletter (end minus start offsets over its "
+                                          "partitions; the same reading on every worker), read with the lag, "
+                                          "every third reading.", registry=r)
+        self.scheduled_pending = Gauge("herald_scheduled_pending",
+                                       "Scheduled entries this worker holds: dispatches waiting for their time "
+                                       "(quiet hours, sendat, reminders, retries) and receipt waits.", ["kind"],
+                                       registry=r)
+        self.rebalances = Counter("herald_rebalances_total",
+                                  "Consumer group rebalances this worker took part in, its first join included.",
+                                  registry=r)
+        self.build_info = Gauge("herald_build_info", "Always 1: Herald's version and the Python running it.",
+                                ["version", "python"], registry=r)
+        self.build_info.labels(herald_version(), platform.python_version()).set(1)
+        # process_* (CPU, memory, open files, start time), python_info and python_gc_*, as the default registry has.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -45,6 +45,10 @@ def _no_headers(d: Dispatch) -> Mapping[str, str]:
     return {}
 
 
+def _untracked(d: Dispatch, rendered: Rendered) -> Rendered:
+    return rendered
+
+
 async def _after_send(d: Dispatch, provider: str) -> None:
     return None
 
@@ -59,13 +63,14 @@ class DeliveryHooks:
     nothing, so a stage without them sends plainly.
 
     `consent` is asked again at send time; `session_open` says whether WhatsApp's 24-hour window is open;
-    `headers` adds message headers (List-Unsubscribe); `after_send` runs once a message is sent, `on_failure` once
-    it failed for good.
+    `headers` adds message headers (List-Unsubscribe); `track` adds open and click tracking to what was rendered;
+    `after_send` runs once a message is sent, `on_failure` once it failed for good.
     """
 
     consent: ConsentCheck = _consents
     session_open: Callable[[str], bool] = _session_closed
     headers: Callable[[Dispatch], Mapping[str, str]] = _no_headers
+    track: Callable[[Dispatch, Rendered], Rendered] = _untracked
     after_send: Callable[[Dispatch, str], Awaitable[None]] = _after_send
     on_failure: Callable[[Dispatch, DeliveryError], Awaitable[None]] = _on_failure
 
@@ -112,6 +117,8 @@ class DeliveryStage:
         self.hooks = hooks
         self.backoff = backoff or Backoff()
         self._in_flight: set[str] = set()  # message ids this worker is handling right now
+        for channel in senders:  # each channel's series at 0 from the start, not absent until its first send
+            self.metrics.sends_in_flight.labels(channel)
 
     async def handle(self, record: Record) -> None:
         try:
@@ -195,7 +202,7 @@ class DeliveryStage:
         if d.channel == "whatsapp" and self.hooks.session_open(d.to.id):
             options["whatsapp_session_open"] = True
         return OutboundMessage(
-            message_id=d.message_id, channel=d.channel, address=address, rendered=rendered,
+            message_id=d.message_id, channel=d.channel, address=address, rendered=self.hooks.track(d, rendered),
             idempotency_key=d.idempotency_key, display_name=d.to.name, locale=d.to.locale,
             event_type=d.event_type, metadata={"message_id": d.message_id, "recipient_id": d.to.id},
             attachments=attachments, headers=self.hooks.headers(d), options=options)
@@ -212,7 +219,8 @@ class DeliveryStage:
         await self.sends.pending(d)
         started = time.perf_counter()
         try:
-            result = await sender.send(message)
+            with self.metrics.sends_in_flight.labels(d.channel).track_inprogress():
+                result = await sender.send(message)
         except DeliveryError as exc:
             await self._failed_attempt(record, d, sender, message, exc)
             return

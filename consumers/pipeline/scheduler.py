@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -130,6 +130,18 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler pass failed")
             await asyncio.sleep(interval)
+
+    def pending_by_kind(self) -> dict[Kind, int]:
+        """Entries held, by kind (every kind present, 0 when none): the backlog `herald_scheduled_pending` shows.
+        Empty when the store cannot be read now (like `pending`, it is only looked at)."""
+        counts = dict.fromkeys(get_args(Kind), 0)
+        try:
+            entries = self.entries()
+        except Exception:
+            return {}
+        for _, entry in entries:
+            counts[entry.kind] += 1
+        return counts
 
     def pending(self) -> int:
         with contextlib.suppress(Exception):

