@@ -67,7 +67,7 @@ HERALD_VAR_RE = re.compile(r"\bHERALD_[A-Z][A-Z0-9_]*\b")
 KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
 PORT = 6066  # public: webhooks, unsubscribe and document links
 ADMIN_PORT = 6067  # /metrics, /health, /ready
-PUBLIC_PATHS = {"/webhooks/", "/unsubscribe/", "/documents/"}
+PUBLIC_PATHS = {"/webhooks/", "/unsubscribe/", "/documents/", "/t/", "/v1/events"}
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
