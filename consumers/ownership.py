@@ -26,7 +26,7 @@ Listener = Callable[[frozenset[int], frozenset[int]], Awaitable[None]]
 _PARTITIONER = DefaultPartitioner()
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=8192)
 def partition_for(key: str, partitions: int) -> int:
     """The partition the Kafka producers' default partitioner (murmur2, as Java's) puts `key` in."""
     every = list(range(partitions))

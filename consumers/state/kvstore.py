@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 FENCE_PREFIX = b"__herald_fence__/"
 WRITER_HEADER = "herald-writer"
-CACHE_KEYS = 4096  # per store: the keys read or written lately (ledger pending -> sent, dedupe check -> put)
+CACHE_KEYS = 2048  # per store: the keys read or written lately (ledger pending -> sent, dedupe check -> put)
 RESUME_WITHIN = 12 * 3600.0  # seconds; half of Kafka's default delete.retention.ms (tombstones kept 24 h)
 
 

@@ -5,7 +5,9 @@ partition before resumes reading it from where it stopped instead of from the be
 the offset after the last record applied change in one transaction, so the two never disagree, even after a
 SIGKILL (WAL mode: a committed transaction is in the log before the call returns). `synchronous=OFF` gives up only
 what an operating-system crash would lose, which the topic still has: such a copy is read again from scratch.
-Memory stays bounded: SQLite's page cache is capped (`cache_kib`), whatever the number of keys.
+Memory stays bounded: SQLite's page cache is capped (`cache_kib`, 1 MiB a store: a worker has ten stores, and
+caches that fill slowly make a worker's memory creep for hours), whatever the number of keys; the operating
+system's file cache, outside the worker, keeps hot pages close.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ Change = tuple[int, str, bytes | None]
 class LocalDb:
     """Rows of one store, by partition, with the offset each partition has been read to."""
 
-    def __init__(self, path: Path | str, *, cache_kib: int = 8192) -> None:
+    def __init__(self, path: Path | str, *, cache_kib: int = 1024) -> None:
         self.path = str(path)
         # The event loop's thread only; check_same_thread off so a tool may close it from a finaliser.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
