@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -67,7 +68,8 @@ async def timed(n: int, concurrency: int, one: Callable[[int], Awaitable[object]
     return time.perf_counter() - started
 
 
-async def measure(key: str, settings: Settings, renderer: Renderer, n: int, concurrency: int) -> tuple[float, float]:
+async def measure(key: str, settings: Settings, renderer: Renderer, n: int, concurrency: int,
+                  rounds: int = 3) -> tuple[float, float]:
     event_type, address = CASES[key]
     channel = key.split(".")[0]
     if channel == "webhook":
@@ -89,18 +91,26 @@ async def measure(key: str, settings: Settings, renderer: Renderer, n: int, conc
     await provider.send(message(-1))  # warm up, and capture one request to replay
     captured = transport.last
     assert captured is not None
-    herald = await timed(n, concurrency, lambda i: provider.send(message(i)))
-    await provider.close()
+    herald_times, bare_times = [], []
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64, max_keepalive_connections=32)) as bare:
         async def replay(_: int) -> None:
             (await bare.request(captured.method, captured.url, headers=captured.headers,
                                 content=captured.content)).raise_for_status()
         await replay(-1)
-        raw = await timed(n, concurrency, replay)
-    return herald, raw
+        # Alternating rounds, median of each side: one round is a second or two, which a burst of other load on
+        # the machine can halve.
+        for r in range(rounds):
+            first = r * n
+
+            async def send(i: int) -> None:
+                await provider.send(message(first + i))  # noqa: B023 (awaited within this round)
+            herald_times.append(await timed(n, concurrency, send))
+            bare_times.append(await timed(n, concurrency, replay))
+    await provider.close()
+    return statistics.median(herald_times), statistics.median(bare_times)
 
 
-async def run(n: int, concurrency: int) -> list[tuple[str, float, float]]:
+async def run(n: int, concurrency: int, rounds: int = 3) -> list[tuple[str, float, float]]:
     """(provider, Herald sends/s, bare httpx sends/s) for every provider in `CASES`."""
     sim_port = free_port()
     data = Path(tempfile.mkdtemp(prefix="herald-bench-"))
@@ -115,22 +125,23 @@ async def run(n: int, concurrency: int) -> list[tuple[str, float, float]]:
         renderer = Renderer(globals_={"brand": "Herald Shop"})
         results = []
         for key in CASES:
-            herald, raw = await measure(key, settings, renderer, n, concurrency)
+            herald, raw = await measure(key, settings, renderer, n, concurrency, rounds)
             results.append((key, n / herald, n / raw))
         return results
     finally:
         stop_process(sim)
 
 
-def rows(results: list[tuple[str, float, float]], n: int, concurrency: int) -> list[Row]:
+def rows(results: list[tuple[str, float, float]], n: int, concurrency: int, rounds: int = 3) -> list[Row]:
     return [rate_row(key, herald, bare, GOAL, unit="sends/s", bare_unit="sends/s httpx",
-                     notes=[f"{key}: {n} sends, {concurrency} in flight, against the provider simulator"]
+                     notes=[f"HTTP channels: {n} sends per round, {concurrency} in flight, against the provider "
+                            f"simulator; median of {rounds} alternating rounds per side"]
                      if i == 0 else [])
             for i, (key, herald, bare) in enumerate(results)]
 
 
-async def main(n: int, concurrency: int) -> None:
-    results = await run(n, concurrency)
+async def main(n: int, concurrency: int, rounds: int) -> None:
+    results = await run(n, concurrency, rounds)
     print(f"{n} sends per provider, {concurrency} in flight, simulator in its own process")
     print(f"{'provider':<18}{'Herald sends/s':>16}{'bare httpx/s':>15}{'ratio':>8}")
     for key, herald, bare in results:
@@ -141,5 +152,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sends", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side; the median is kept")
     args = parser.parse_args()
-    asyncio.run(main(args.sends, args.concurrency))
+    asyncio.run(main(args.sends, args.concurrency, args.rounds))

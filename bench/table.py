@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "email_events": (2000, "events publish -> SMTP sink"),
         "channel_sends": (400, "sends per HTTP provider"),
         "channel_concurrency": (16, "HTTP sends in flight"),
+        "channel_rounds": (3, "alternating rounds per HTTP provider and side (median kept)"),
         "critical_events": (20_000, "normal backlog behind which the codes go"),
         "codes": (20, "critical events"),
         "spread": (10.0, "seconds over which the codes are published"),
@@ -74,8 +76,8 @@ async def collect(args: argparse.Namespace, console: Console) -> list[Row]:
         return [result.row()]
 
     async def channels() -> list[Row]:
-        results = await channel_throughput.run(args.channel_sends, args.channel_concurrency)
-        return channel_throughput.rows(results, args.channel_sends, args.channel_concurrency)
+        results = await channel_throughput.run(args.channel_sends, args.channel_concurrency, args.channel_rounds)
+        return channel_throughput.rows(results, args.channel_sends, args.channel_concurrency, args.channel_rounds)
 
     async def email() -> list[Row]:
         return [(await email_throughput.run(args.email_events))[0]]
@@ -127,7 +129,7 @@ def markdown(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # a log file gets the table unwrapped
     started = time.monotonic()
     rows = asyncio.run(collect(args, console))
     cores = os.cpu_count() or 1
@@ -135,9 +137,9 @@ def main(argv: list[str] | None = None) -> None:
                                f"({time.monotonic() - started:.0f} s)"))
     for row in rows:
         for note in row.notes:
-            console.print(f"  {note}", markup=False, highlight=False)
+            console.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)
     if args.markdown:
-        console.print(markdown(rows), markup=False, highlight=False)
+        console.print(markdown(rows), markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":
