@@ -22,7 +22,8 @@ PAYLOAD = {"order_id": "1001", "total": "59.90", "currency": "EUR", "items": []}
 
 async def test_erasure__forget_cancels_what_waits_and_the_worker_never_sends_it(stack: Stack) -> None:
     stack.start_worker()
-    soon = (datetime.now(UTC) + timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
+    # Due soon, but not before `herald forget` (a process of its own, reading every state topic) has run under load.
+    soon = (datetime.now(UTC) + timedelta(seconds=15)).isoformat().replace("+00:00", "Z")
     erased = make_event("order.confirmed", {"id": "user-erase", "email": "erase@example.org"}, PAYLOAD, sendat=soon)
     kept = make_event("order.confirmed", {"id": "user-keep", "email": "keep@example.org"}, PAYLOAD, sendat=soon)
     await stack.publish([erased, kept])
