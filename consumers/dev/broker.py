@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import socket
 import subprocess
 import time
@@ -16,17 +15,7 @@ from schemas.settings import Settings
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now (for tests and side-by-side stacks), below Linux's ephemeral range
-    (32768-60999): a port the kernel handed out could be taken by any outgoing connection (a worker opens dozens of
-    Kafka connections) between this check and the bind, which once failed a worker's start."""
-    for _ in range(100):
-        port = random.randint(20_000, 32_000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+    """A TCP port nobody listens on right now (for tests and side-by-side stacks)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
