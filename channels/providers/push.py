@@ -62,8 +62,6 @@ class FcmPushProvider(HttpProvider):
                                    headers={"Authorization": f"Bearer {config.access_token.get_secret_value()}"},
                                    transport=transport)
 
-
-
     async def send(self, message: OutboundMessage) -> SendResult:
         token = message.address.strip()
         if not token:

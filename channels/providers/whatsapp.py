@@ -99,8 +99,6 @@ class MetaWhatsappProvider(HttpProvider):
                                    headers={"Authorization": f"Bearer {config.access_token.get_secret_value()}"},
                                    transport=transport)
 
-
-
     async def send(self, message: OutboundMessage) -> SendResult:
         to, _ = to_e164(message.address, provider=self.name)
         body: dict[str, Any] = {
