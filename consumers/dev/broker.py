@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import socket
 import subprocess
 import time
@@ -13,12 +15,28 @@ from consumers.dev.processes import start_child, stop_process
 from consumers.topics import ensure_topics
 from schemas.settings import Settings
 
+_PORTS = range(20_000, 32_000)  # below Linux's ephemeral range (32768-60999), which outgoing connections draw from
+_next_port = itertools.count(random.randrange(len(_PORTS)))
+
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now (for tests and side-by-side stacks)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port nobody listens on right now (for tests and side-by-side stacks).
+
+    Not the kernel's choice (`bind(("", 0))`): that port comes from the ephemeral range, and any outgoing
+    connection (a worker opens dozens to Kafka) can take it between this check and the server's bind, which failed
+    a worker's start in CI. Not a random pick either: a test holds several chosen-but-unbound ports at once, and
+    random picks repeat (a second CI failure). Ports are handed out in turn from a range below the ephemeral one,
+    from a random start so two processes rarely walk the same ports, skipping any that is bound now.
+    """
+    for _ in range(len(_PORTS)):
+        port = _PORTS[next(_next_port) % len(_PORTS)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 def port_open(host: str, port: int) -> bool:
