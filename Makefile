@@ -14,7 +14,7 @@ UV := $(LOCK_VENV)/bin/uv
 LOCK_ARGS := --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	--custom-compile-command "make lock (CPython 3.11, Linux x86_64)" $(if $(UPGRADE),--upgrade)
 
-.PHONY: run test test-slow lint typecheck bench bench-critical bench-channels bench-email bench-memory venv clean schema lock
+.PHONY: run test browser test-slow lint typecheck bench bench-critical bench-channels bench-email bench-memory venv clean schema lock
 
 # The build tools first (the pip that checks the hashes, the setuptools that builds Herald), then the exact
 # dependency set, then Herald itself without letting pip resolve anything (--no-deps) or fetch unhashed build
@@ -31,7 +31,14 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/herald dev
 
-test: $(STAMP)
+# The console's browser tests drive Debian's Chromium (Playwright's own browser download does not work here).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium >/dev/null \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
+	$(CHROMIUM) --version
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/herald templates check

@@ -24,6 +24,8 @@ from channels.resilience.priority import priority_gated
 from channels.resilience.ratelimit import declared_metering, effective_limits, rate_limited
 from consumers import hooks
 from consumers.clock import utcnow
+from consumers.console.app import add_console
+from consumers.console.context import ConsoleContext
 from consumers.identity import KeyRing
 from consumers.inbound.admin import serve_admin
 from consumers.inbound.api import answers_expiry, register_api_view
@@ -360,7 +362,9 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
                               clock=clock) if settings.admin_token else None
     if timeline is not None:
         task(timeline.run)
-    serve_admin(app, settings, metrics, lanes_ready=lambda: critical.joined, timeline=timeline)
+    admin = serve_admin(app, settings, metrics, lanes_ready=lambda: critical.joined, timeline=timeline)
+    add_console(admin, ConsoleContext(settings, metrics, timeline, settings.admin_token, keys, clock,
+                                      extras={"catalog": catalog, "renderer": renderer}))
 
     # mode's SignalHandlerT rejects every function, even one of exactly its signature: a typing bug of the library.
     @app.on_before_shutdown.connect  # type: ignore[arg-type]

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     timeline_retention: timedelta = Field(default=timedelta(days=7), gt=timedelta(0), description="How far back "
                                           "the message timeline reaches: each worker indexes this much of "
                                           "herald.status and prunes older statuses (seconds or ISO 8601 duration).")
+    console_session_ttl: timedelta = Field(default=timedelta(hours=8), gt=timedelta(0), description="How long a "
+                                           "console sign-in lasts (the admin token typed once into `/console/login`; "
+                                           "seconds or ISO 8601 duration). Changing the token ends every session.")
+    console_personal_data: bool = Field(default=False, description="Whether the console may show clear personal "
+                                        "data (the rendered content of types whose catalog entry allows it); off, "
+                                        "it shows ids, hashes and statuses only.")
     webhook_max_bytes: int = Field(default=1_048_576, ge=1024, description="Largest provider webhook body read "
                                    "(however it arrives: Content-Length or chunked); a larger one is refused "
                                    "with 413 before any work.")

@@ -24,6 +24,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "consumers.pipeline": ("consumers.inbound", "consumers.cli", "consumers.dev", "consumers.hooks",
                            "consumers.app"),
     "consumers.inbound": ("consumers.cli", "consumers.dev", "consumers.hooks", "consumers.app"),
+    "consumers.console": ("consumers.cli", "consumers.dev", "consumers.hooks", "consumers.app"),
 }
 # The only production modules that reach the development stack: the CLI's `herald dev|demo|sim|broker`, lazily.
 DEV_STACK_USERS = {"consumers.cli.commands"}
