@@ -433,3 +433,40 @@ def test_trace__needs_exactly_one_of_id_event_or_key(args: list[str]) -> None:
     result = CliRunner().invoke(cli, ["trace", *args])
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and "error:" in result.output
+
+
+def test_index__the_console_columns_are_copied_from_each_status(index: TimelineIndex) -> None:
+    feed(index, [status("msg-1", Status.SENT, event_type="order.confirmed", channel="email", locale="es",
+                        provider="smtp", recipient="sha256:abc", tenant="acme")])
+    assert index.query("SELECT recipient, event_type, channel, status, locale, provider, tenant FROM statuses") == [
+        ("sha256:abc", "order.confirmed", "email", "sent", "es", "smtp", "acme")]
+
+
+def test_index__a_file_of_the_older_schema_is_emptied_and_read_again(tmp_path: Path) -> None:
+    import sqlite3
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE statuses (partition INTEGER, offset INTEGER, message_id TEXT, event_id TEXT, "
+                      "tenant TEXT, at REAL, value BLOB, PRIMARY KEY (partition, offset));"
+                      "CREATE TABLE positions (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);"
+                      "INSERT INTO positions VALUES (0, 42);")
+    old.close()
+    db = TimelineIndex(path)
+    try:
+        assert db.position(0) is None  # read again from the topic, so the new columns are filled
+        feed(db, [status("msg-1", Status.SENT, channel="sms")])
+        assert db.query("SELECT channel FROM statuses") == [("sms",)]
+    finally:
+        db.close()
+
+
+async def test_reader__listeners_hear_each_indexed_batch_and_a_failing_one_stops_nothing(tmp_path: Path) -> None:
+    reader = StatusTimeline("t.status", {}, tmp_path / "t.sqlite", retention=timedelta(days=1))
+    heard: list[list[bytes]] = []
+
+    def broken(values: list[bytes]) -> None:
+        raise RuntimeError("listener bug")
+
+    reader.listeners += [broken, heard.append]
+    reader._tell([b"one", b"two"])
+    assert heard == [[b"one", b"two"]]
