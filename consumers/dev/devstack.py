@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 from rich.console import Console
 
 from consumers.app import load_catalog
@@ -51,6 +53,8 @@ def dev_settings(settings: Settings) -> Settings:
                                  "sim_url": f"http://127.0.0.1:{settings.sim_port}"}
     if "providers" not in settings.model_fields_set:
         update["providers"] = DEV_PROVIDERS
+    if settings.admin_token is None:  # the console and the message timeline are on in development
+        update["admin_token"] = SecretStr(secrets.token_urlsafe(18))
     return settings.model_copy(update=update)
 
 
@@ -115,6 +119,9 @@ def dev_stack(settings: Settings, console: Console) -> Iterator[Settings]:
         console.print(f"[bold]worker[/bold]   web on http://127.0.0.1:{settings.web_port} (webhooks, links), "
                       f"admin on http://127.0.0.1:{settings.admin_port} (/metrics, /health, /ready); "
                       f"log in {data / 'worker.log'}")
+        if settings.admin_token is not None:
+            console.print(f"[bold]console[/bold]  http://127.0.0.1:{settings.admin_port}/console/ "
+                          f"(admin token: {settings.admin_token.get_secret_value()})")
         yield settings
     finally:
         begin_stop()  # a signal from here on must not cut the stop short
