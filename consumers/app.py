@@ -37,9 +37,10 @@ from consumers.inbound.web import (
     register_tracking_views,
     register_views,
 )
+from consumers.observe.content_index import ContentIndex
 from consumers.observe.lag import KafkaOffsets, LagMonitor, Lane
 from consumers.observe.metrics import CIRCUIT_VALUES, Metrics
-from consumers.observe.timeline import StatusTimeline
+from consumers.observe.timeline import StatusTimeline, TopicReader
 from consumers.ownership import Ownership
 from consumers.pipeline.agents import batched_agent, guarded_agent
 from consumers.pipeline.critical import CriticalLane, Route
@@ -251,6 +252,8 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     ingest = IngestStage(router, outlets, scheduler, max_event_bytes=settings.max_event_bytes,
                          max_record_bytes=settings.max_record_bytes)
     tracking_links = TrackingLinks(keys, settings.public_url, ttl=settings.tracking_ttl, clock=clock)
+    # The console shows what messages said only where the operator allows personal data and it is signed in to.
+    shows_content = settings.console_personal_data and settings.admin_token is not None
     delivery = DeliveryStage(
         renderer, senders, catalog, outlets, sends=sends, documents=documents, scheduler=scheduler, clock=clock,
         template_globals=template_globals, backoff=Backoff(max_attempts=settings.max_attempts),
@@ -259,7 +262,8 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
             headers=hooks.unsubscribe_headers(secret, settings.public_url),
             track=hooks.track_email(tracking_links, catalog, enabled=settings.tracking),
             after_send=hooks.remember_after_send(state.contacts, conversations, catalog, secret, clock),
-            on_failure=hooks.suppress_dead_addresses(ledger, secret)))
+            on_failure=hooks.suppress_dead_addresses(ledger, secret),
+            keep_content=hooks.keep_content(publisher, catalog, clock, enabled=shows_content)))
     dead_letters = outlets.dead_letters
 
     async def ready_then(handler: Callable[[Record], Awaitable[None]], record: Record) -> None:
@@ -360,11 +364,16 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     timeline = StatusTimeline(settings.topic("status"), kafka_client_kwargs(settings),
                               worker_directory(settings) / "timeline.sqlite", retention=settings.timeline_retention,
                               clock=clock) if settings.admin_token else None
-    if timeline is not None:
-        task(timeline.run)
+    contents = TopicReader(settings.topic("content"), kafka_client_kwargs(settings),
+                           worker_directory(settings) / "content.sqlite", retention=settings.timeline_retention,
+                           open_index=ContentIndex, clock=clock) if shows_content else None
+    for reader in (timeline, contents):
+        if reader is not None:
+            task(reader.run)
     admin = serve_admin(app, settings, metrics, lanes_ready=lambda: critical.joined, timeline=timeline)
     add_console(admin, ConsoleContext(settings, metrics, timeline, settings.admin_token, keys, clock,
-                                      extras={"catalog": catalog, "renderer": renderer}))
+                                      extras={"catalog": catalog, "renderer": renderer, "contents": contents,
+                                              "template_globals": template_globals}))
 
     # mode's SignalHandlerT rejects every function, even one of exactly its signature: a typing bug of the library.
     @app.on_before_shutdown.connect  # type: ignore[arg-type]

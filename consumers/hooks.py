@@ -36,6 +36,7 @@ from consumers.state.kvstore import KeyValueStore
 from consumers.state.preferences import PreferenceLedger, address_key, whatsapp_session_open
 from consumers.state.sends import SendLedger
 from schemas.catalog import Catalog
+from schemas.content import MAX_PART_CHARS, MessageContent
 from schemas.dispatch import Dispatch
 from schemas.status import Status
 
@@ -169,6 +170,30 @@ def route_receipts(publisher: Publisher) -> Callable[[Receipt], Awaitable[None]]
         await publisher.send("receipts", receipt.message_id.encode(), value, durable=True)
 
     return on_receipt
+
+
+# Parts never kept: markup duplicates the text part and may carry tracking; the PDF is a document of its own.
+UNSHOWN_PARTS = frozenset({"html", "pdf"})
+
+
+def keep_content(publisher: Publisher, catalog: Catalog, clock: Callable[[], datetime], *, enabled: bool
+                 ) -> Callable[[Dispatch, Rendered], Awaitable[None]]:
+    """What a sent message said goes to `content` (its JSON, `MessageContent`), keyed by message id, for the
+    console: only with `enabled` (HERALD_CONSOLE_PERSONAL_DATA) and only for types whose catalog entry sets
+    `show_content` (never a critical type: the catalog refuses it). Not durable: a lost copy costs the console a
+    view, never a message."""
+
+    async def keep(d: Dispatch, rendered: Rendered) -> None:
+        entry = catalog.get(d.event_type)
+        if not enabled or entry is None or not entry.show_content:
+            return
+        parts = {name: text[:MAX_PART_CHARS] for name, text in rendered.parts.items() if name not in UNSHOWN_PARTS}
+        content = MessageContent(message_id=d.message_id, event_type=d.event_type, channel=d.channel,
+                                 locale=rendered.locale, template=rendered.template, parts=parts, at=clock(),
+                                 truncated=any(len(text) > MAX_PART_CHARS for text in rendered.parts.values()))
+        await publisher.send("content", d.message_id.encode(), content.model_dump_json().encode())
+
+    return keep
 
 
 def apply_receipts(sends: SendLedger, outlets: Outlets) -> Callable[[Record], Awaitable[None]]:

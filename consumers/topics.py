@@ -24,6 +24,16 @@ STATE_TOPICS = ("state.contacts", "state.dedupe", "state.caps", "state.schedules
 class TopicSpec:
     short: str
     compacted: bool = False
+    timeline_window: bool = False  # records expire with HERALD_TIMELINE_RETENTION (personal data kept no longer)
+
+    def configs(self, settings: Settings) -> dict[str, str]:
+        """The topic's configuration at creation."""
+        if self.compacted:
+            return {"cleanup.policy": "compact"}
+        if self.timeline_window:
+            return {"cleanup.policy": "delete",
+                    "retention.ms": str(int(settings.timeline_retention.total_seconds() * 1000))}
+        return {}
 
 
 def topic_specs() -> list[TopicSpec]:
@@ -31,7 +41,9 @@ def topic_specs() -> list[TopicSpec]:
     specs = [TopicSpec("events"), TopicSpec("events.critical"), TopicSpec("status"), TopicSpec("replies"),
              TopicSpec("preferences", compacted=True), TopicSpec("deadletter"),
              # Receipts heard on any worker, keyed by message id, for the worker that owns the message's partition.
-             TopicSpec("receipts")]
+             TopicSpec("receipts"),
+             # What sent messages said, for the console, where the type and HERALD_CONSOLE_PERSONAL_DATA allow it.
+             TopicSpec("content", timeline_window=True)]
     # Herald's own durable state (consumers/state/kvstore.py): compacted; partitioned or replicated by store.
     specs += [TopicSpec(name, compacted=True) for name in STATE_TOPICS]
     specs += [TopicSpec(f"dispatch.{channel.value}{lane}") for channel in Channel for lane in LANES]
@@ -116,7 +128,7 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> list[str]:
         wanted = [
             NewTopic(settings.topic(spec.short), num_partitions=settings.partitions,
                      replication_factor=settings.replication_factor,
-                     topic_configs={"cleanup.policy": "compact"} if spec.compacted else {})
+                     topic_configs=spec.configs(settings))
             for spec in topic_specs() if settings.topic(spec.short) not in existing
         ]
         if wanted:

@@ -149,6 +149,10 @@ class CatalogEntry(BaseModel):
                                 description="Payload fields the templates need; missing ones are rejected.")
     sample: dict[str, Any] = Field(default_factory=dict,
                                    description="Sample payload for `herald templates check|preview` and the demo.")
+    show_content: bool = Field(
+        default=False, description="Whether the console may show what this type's messages said (kept on topic "
+        "herald.content only while HERALD_CONSOLE_PERSONAL_DATA is on). Never on a critical type: its messages "
+        "carry codes, password-reset and verification links.")
 
     @field_validator("ttl", "receipt_wait", mode="before")
     @classmethod
@@ -218,6 +222,9 @@ class CatalogEntry(BaseModel):
         if self.priority is Priority.CRITICAL and self.tracking not in (None, False, NOT_TRACKED):
             raise ValueError("a critical type is never tracked (codes, password resets, verification links): "
                              "remove `tracking` or set it to false")
+        if self.priority is Priority.CRITICAL and self.show_content:
+            raise ValueError("a critical type's content is never shown (codes, password resets, verification "
+                             "links): remove `show_content`")
         return self
 
     def tracks(self) -> Tracking:

@@ -146,6 +146,10 @@ def _messages() -> dict[str, dict[str, Any]]:
         "Receipt": _message(
             "Receipt", "Receipt", "What a provider said about one message, for the worker that owns it.",
             {"$ref": SCHEMA_REF + "Receipt"}, "The message id (`message_id`)."),
+        "MessageContent": _message(
+            "MessageContent", "Message content", "The text parts of one sent message, for the console.",
+            {"$ref": SCHEMA_REF + "MessageContent"}, "The message id (`message_id`).",
+            description="Personal data: written only where the operator allows the console to show it."),
         "StateRecord": _message(
             "StateRecord", "State record", "One entry of a worker's durable state.",
             {"type": "string", "format": "binary", "description": "The store's value (JSON or text, per store)."},
@@ -168,6 +172,7 @@ def asyncapi_document() -> dict[str, Any]:
 
     from consumers.pipeline.status import Receipt
     from consumers.topics import topic_specs
+    from schemas.content import MessageContent
     from schemas.dispatch import Dispatch
     from schemas.events import CloudEvent, EventData
     from schemas.preferences import Preferences
@@ -189,6 +194,10 @@ def asyncapi_document() -> dict[str, Any]:
         kafka: dict[str, Any] = {}
         if spec.compacted:
             kafka["topicConfiguration"] = {"cleanup.policy": ["compact"]}
+        elif spec.timeline_window:
+            kafka["topicConfiguration"] = {"cleanup.policy": ["delete"],
+                                           "retention.ms": int(defaults["timeline_retention"].default
+                                                               .total_seconds() * 1000)}
         kafka["bindingVersion"] = KAFKA_BINDING_VERSION
         channels[channel_id] = {
             "address": prefix + spec.short, "title": spec.short, "summary": doc.summary,
@@ -206,7 +215,7 @@ def asyncapi_document() -> dict[str, Any]:
             }
     received, answer = reply_models()
     models: list[type[BaseModel]] = [CloudEvent, EventData, Dispatch, DeliveryStatus, received, answer, Preferences,
-                                     Receipt]
+                                     Receipt, MessageContent]
     used = {name for channel in channels.values() for name in channel["messages"]}
     return {
         "asyncapi": ASYNCAPI_VERSION,

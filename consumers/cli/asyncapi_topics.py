@@ -165,5 +165,11 @@ def describe_topic(short: str) -> TopicDoc:
             "Provider receipts heard on any worker, for the worker that owns the message's partition (and so its "
             "send record).", ("Receipt",), internal=True, send="The webhook handlers (any worker).",
             receive="The critical lane's consumer, which publishes the status."),
+        "content": TopicDoc(
+            "What sent messages said (text parts, never HTML or attachments), for the console: only types whose "
+            "catalog entry sets `show_content`, only while HERALD_CONSOLE_PERSONAL_DATA is on; records expire "
+            "after HERALD_TIMELINE_RETENTION.", ("MessageContent",), internal=True,
+            send="The delivery stage, once a message is sent.",
+            receive="Every worker's console index (the message page of `/console`)."),
     }
     return topics[short]

@@ -21,48 +21,63 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers.observe.timeline_index import MessageTimeline, MessageTimelines, TimelineIndex
+from consumers.observe.timeline_index import MessageTimeline, MessageTimelines, Row, TimelineIndex
 
-__all__ = ["MessageTimeline", "MessageTimelines", "StatusTimeline", "TimelineIndex"]
+__all__ = ["MessageTimeline", "MessageTimelines", "StatusTimeline", "TimelineIndex", "TopicReader"]
 
 log = logging.getLogger(__name__)
 
-class StatusTimeline:
-    """Reads `topic` (herald.status) into a `TimelineIndex` at `path`: `run` keeps it up to date (a worker's
-    background task), `catch_up` reads to the end once (`herald trace`)."""
+class TopicIndex(Protocol):
+    """What a `TopicReader` writes to: rows of a topic, with the offset each partition was read to."""
+
+    def add(self, rows: Iterable[Row], positions: Mapping[int, int], *, since: float | None = None) -> int: ...
+    def prune(self, before: float) -> int: ...
+    def forget(self, partition: int) -> None: ...
+    def position(self, partition: int) -> int | None: ...
+    def count(self) -> int: ...
+    def close(self) -> None: ...
+
+
+IndexT = TypeVar("IndexT", bound=TopicIndex)
+
+
+class TopicReader(Generic[IndexT]):
+    """Reads every partition of `topic` into an index file at `path` (opened with `open_index`): `run` keeps it up
+    to date (a worker's background task), `catch_up` reads to the end once (`herald trace`)."""
 
     def __init__(self, topic: str, client_kwargs: Mapping[str, Any], path: Path | str, *, retention: timedelta,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), poll_ms: int = 500,
-                 batch: int = 2000, prune_interval: float = 60.0) -> None:
+                 open_index: Callable[[Path], IndexT], clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 poll_ms: int = 500, batch: int = 2000, prune_interval: float = 60.0) -> None:
         self.topic = topic
         self.client_kwargs = dict(client_kwargs)
         self.path = Path(path)
         self.retention = retention
+        self.open_index = open_index
         self.clock = clock
         self.poll_ms = poll_ms
         self.batch = batch
         self.prune_interval = prune_interval
         self.caught_up = False  # read to the end the topic had when reading started
-        self._index: TimelineIndex | None = None
+        self._index: IndexT | None = None
         self._writing: asyncio.Future[Any] | None = None  # the write running in a thread, if any
         # Called on the event loop with each batch of records once indexed (the console's live tail).
         self.listeners: list[Callable[[list[bytes]], None]] = []
 
     @property
-    def index(self) -> TimelineIndex:
+    def index(self) -> IndexT:
         """The index, opened on first use (an app that never runs the task never creates the file)."""
         if self._index is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._index = TimelineIndex(self.path)
+            self._index = self.open_index(self.path)
         return self._index
 
     def since(self) -> float:
@@ -77,7 +92,7 @@ class StatusTimeline:
                 try:
                     await self._read(follow=True)
                 except (KafkaError, OSError, sqlite3.Error) as exc:
-                    log.warning("message timeline stopped reading (%s); again in 5 s", exc)
+                    log.warning("index of %s stopped reading (%s); again in 5 s", self.topic, exc)
                     await asyncio.sleep(5.0)
         finally:
             if self._writing is not None:  # cancelled mid-write: the thread finishes before the file is closed
@@ -109,7 +124,7 @@ class StatusTimeline:
                     pending = {tp: end for tp, end in pending.items() if await consumer.position(tp) < end}
                 if not pending and not self.caught_up:
                     self.caught_up = True
-                    log.info("message timeline caught up", extra={"statuses": index.count()})
+                    log.info("caught up", extra={"topic": self.topic, "records": index.count()})
                 if not follow and not pending:
                     return
                 if time.monotonic() - pruned_at >= self.prune_interval:
@@ -170,3 +185,11 @@ class StatusTimeline:
                 stored = None
             start = max(x for x in (stored, starts[tp], 0) if x is not None)
             consumer.seek(tp, start)
+
+
+class StatusTimeline(TopicReader[TimelineIndex]):
+    """The message timeline: herald.status read into a `TimelineIndex`."""
+
+    def __init__(self, topic: str, client_kwargs: Mapping[str, Any], path: Path | str, *, retention: timedelta,
+                 **options: Any) -> None:
+        super().__init__(topic, client_kwargs, path, retention=retention, open_index=TimelineIndex, **options)

@@ -53,6 +53,10 @@ async def _after_send(d: Dispatch, provider: str) -> None:
     return None
 
 
+async def _keep_nothing(d: Dispatch, rendered: Rendered) -> None:
+    return None
+
+
 async def _on_failure(d: Dispatch, error: DeliveryError) -> None:
     return None
 
@@ -64,7 +68,8 @@ class DeliveryHooks:
 
     `consent` is asked again at send time; `session_open` says whether WhatsApp's 24-hour window is open;
     `headers` adds message headers (List-Unsubscribe); `track` adds open and click tracking to what was rendered;
-    `after_send` runs once a message is sent, `on_failure` once it failed for good.
+    `after_send` runs once a message is sent, `on_failure` once it failed for good; `keep_content` is given what a
+    sent message said (the console's copy, where the type allows it).
     """
 
     consent: ConsentCheck = _consents
@@ -73,6 +78,7 @@ class DeliveryHooks:
     track: Callable[[Dispatch, Rendered], Rendered] = _untracked
     after_send: Callable[[Dispatch, str], Awaitable[None]] = _after_send
     on_failure: Callable[[Dispatch, DeliveryError], Awaitable[None]] = _on_failure
+    keep_content: Callable[[Dispatch, Rendered], Awaitable[None]] = _keep_nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +251,7 @@ class DeliveryStage:
             await self.scheduler.add(self.clock() + entry.receipt_wait, d, "receipt_wait", kind="receipt_check",
                                      partition=record.partition)
         await self.hooks.after_send(d, result.provider)
+        await self.hooks.keep_content(d, message.rendered)
 
     async def _failed_attempt(self, record: Record, d: Dispatch, sender: Sender, message: OutboundMessage,
                               exc: DeliveryError) -> None:
