@@ -1,24 +1,29 @@
-"""`herald templates check|preview`: render templates with the catalog's sample data."""
+"""`herald templates check|preview`: render templates with the catalog's sample data (the rendering itself lives in
+channels/rendering/preview.py, which the console's template pages share)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from channels.errors import RenderError
+from channels.rendering.preview import (
+    SAMPLE_RECIPIENTS,
+    known_locale,
+    locale_note,
+    render_sample,
+    shipped_locales,
+    structure_problems,
+    type_channels,
+)
 from channels.rendering.render import Rendered, Renderer
 from channels.segments import sms_segments
 from consumers.app import load_catalog
 from schemas.settings import Settings
 
-SAMPLE_RECIPIENTS = ({"id": "sample-1", "name": "Ana"}, {"id": "sample-2", "name": None})
 SMS_SEGMENT_WARNING = 2
 
-
-def shipped_locales(renderer: Renderer) -> list[str]:
-    """Locales that have at least one template file."""
-    return sorted({p.name.split(".")[1] for p in renderer.root.glob("*/*.j2") if not p.parent.name.startswith("_")})
+__all__ = ["SAMPLE_RECIPIENTS", "Preview", "check_templates", "known_locale", "preview", "shipped_locales"]
 
 
 def _renderer(settings: Settings) -> Renderer:
@@ -40,8 +45,7 @@ def check_templates(settings: Settings) -> tuple[list[str], list[str], int]:
     warnings: list[str] = []
     count = 0
     for event_type, entry in catalog.types.items():
-        channels = list(dict.fromkeys([c.value for c in entry.channels] + ["webhook"]))
-        for channel in channels:
+        for channel in type_channels(entry):
             for locale in locales:
                 found = renderer.resolve(event_type, channel, locale)
                 if found is None:
@@ -52,33 +56,18 @@ def check_templates(settings: Settings) -> tuple[list[str], list[str], int]:
                         f"{event_type}/{channel}: no {locale} template (falls back to {found[1]})")
                 for to in SAMPLE_RECIPIENTS:
                     try:
-                        rendered = renderer.render(event_type, channel, locale=locale, timezone="Europe/Madrid",
-                                                   context={"to": to, "payload": entry.sample,
-                                                            "message_id": "msg-sample", "event_id": "evt-sample",
-                                                            "tenant": None})
+                        rendered = render_sample(renderer, event_type, channel, locale, entry.sample, to=to)
                         count += 1
                     except RenderError as exc:
                         problems.append(f"{event_type}/{channel}.{locale}: {exc}")
                         break
-                    problems.extend(f"{event_type}/{channel}.{locale}: {p}" for p in _structure(channel, rendered))
+                    problems.extend(f"{event_type}/{channel}.{locale}: {p}"
+                                    for p in structure_problems(channel, rendered))
                     if channel == "sms":
                         encoding, segments = sms_segments(rendered["text"])
                         if segments > SMS_SEGMENT_WARNING:
                             warnings.append(f"{event_type}/sms.{locale}: {segments} segments ({encoding})")
     return problems, warnings, count
-
-
-def _structure(channel: str, rendered: Rendered) -> list[str]:
-    """Parts that must be machine-readable are checked as such."""
-    checks = {"webhook": "json", "whatsapp": "template"}
-    part = checks.get(channel)
-    if part is None or part not in rendered.parts:
-        return []
-    try:
-        json.loads(rendered[part])
-    except ValueError:
-        return [f"{part} part is not valid JSON"]
-    return []
 
 
 @dataclass(frozen=True)
@@ -87,17 +76,6 @@ class Preview:
 
     rendered: Rendered
     warnings: list[str]
-
-
-def known_locale(tag: str) -> bool:
-    """Whether babel knows the tag (`es-ES`, `pt_BR`, `de`); `xx-YY` it does not."""
-    from babel import Locale, UnknownLocaleError
-
-    try:
-        Locale.parse(tag.replace("_", "-"), sep="-")
-    except (ValueError, UnknownLocaleError):
-        return False
-    return True
 
 
 def preview(settings: Settings, event_type: str, channel: str, locale: str, timezone: str,
@@ -115,16 +93,9 @@ def preview(settings: Settings, event_type: str, channel: str, locale: str, time
         raise ValueError(f"payload lacks {', '.join(missing)} (required by {event_type}: "
                          f"{', '.join(entry.required)})")
     renderer = _renderer(settings)
-    chosen = renderer.resolve_locale(event_type, channel, locale)
-    if chosen is None:
+    if renderer.resolve_locale(event_type, channel, locale) is None:
         raise LookupError(f"no {channel} template for {event_type}")
-    warnings = []
-    if not known_locale(locale):
-        warnings.append(f"unknown locale {locale!r}; rendered in {chosen}")
-    elif chosen.split("-")[0] != locale.replace("_", "-").split("-")[0].lower():
-        warnings.append(f"no {locale} template for {event_type}/{channel}; rendered in {chosen}")
-    rendered = renderer.render(event_type, channel, locale=locale, timezone=timezone,
-                               context={"to": SAMPLE_RECIPIENTS[0],
-                                        "payload": entry.sample if payload is None else payload,
-                                        "message_id": "msg-preview"})
-    return Preview(rendered, warnings)
+    note = locale_note(renderer, event_type, channel, locale)
+    rendered = render_sample(renderer, event_type, channel, locale, entry.sample if payload is None else payload,
+                             timezone=timezone, message_id="msg-preview")
+    return Preview(rendered, [note] if note else [])

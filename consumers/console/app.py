@@ -56,6 +56,7 @@ async def _root_redirect(request: web.Request) -> web.StreamResponse:
 def console_application(ctx: ConsoleContext) -> web.Application:
     """The console's sub-application (mount it at `/console` with `add_console`)."""
     from consumers.console import pages  # the page modules import views, which import this package's auth
+    from consumers.console.tail import stop_streams
 
     application = web.Application(middlewares=[_off_without_token, auth.require_sign_in(lambda: ctx.token)])
     application[CONTEXT_KEY] = ctx
@@ -65,6 +66,7 @@ def console_application(ctx: ConsoleContext) -> web.Application:
     application.router.add_static("/static", STATIC)
     for routes in pages.ROUTES:
         application.router.add_routes(routes())
+    application.on_shutdown.append(stop_streams)  # open live tails end first, or the server waits 60 s for them
     return application
 
 

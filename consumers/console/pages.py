@@ -6,8 +6,13 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from consumers.console import home
+from consumers.console import deadletters, find, health, rates, tail, templates_page
 
 ROUTES: tuple[Callable[[], list[web.RouteDef]], ...] = (
-    home.routes,
+    find.routes,
+    tail.routes,
+    templates_page.routes,
+    deadletters.routes,
+    health.routes,
+    rates.routes,
 )
