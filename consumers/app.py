@@ -37,6 +37,7 @@ from consumers.inbound.web import (
     register_tracking_views,
     register_views,
 )
+from consumers.inbound.webhooks_api import register_status_webhook_views
 from consumers.observe.content_index import ContentIndex
 from consumers.observe.lag import KafkaOffsets, LagMonitor, Lane
 from consumers.observe.metrics import CIRCUIT_VALUES, Metrics
@@ -50,6 +51,7 @@ from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import PENDING_ACKS, Publisher, Record
 from consumers.pipeline.router import Router
 from consumers.pipeline.scheduler import Scheduler
+from consumers.pipeline.status_webhooks import StatusWebhooks
 from consumers.state.conversations import Conversations
 from consumers.state.documents import Documents
 from consumers.state.preferences import AddressConsents, PreferenceLedger
@@ -355,6 +357,13 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     register_views(app, metrics, hearback, settings.public_url, ledger=ledger, secret=keys)
     register_api_view(app, settings, catalog=catalog, channels=senders.keys(), publisher=publisher,
                       answers=state.api_requests, clock=clock)
+    status_webhooks = StatusWebhooks.build(settings, app=app, store=state.status_webhooks, publisher=publisher,
+                                           metrics=metrics, keys=keys, clock=clock)
+    if status_webhooks is not None:  # outbound status webhooks: on with HERALD_API_KEYS
+        app.agent(topics["status"], name="status_webhooks")(
+            batched_agent(status_webhooks.handle, status_webhooks.guard, "status_webhooks"))
+        task(status_webhooks.run)
+        register_status_webhook_views(app, settings, status_webhooks.registrations, catalog=catalog, clock=clock)
     register_document_view(app, documents, metrics)
     # Served even with HERALD_TRACKING off: links already sent keep working until they expire.
     register_tracking_views(app, Tracking(tracking_links, hooks.route_receipts(publisher), metrics))

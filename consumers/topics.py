@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 LANES = ("", ".critical")
 STATE_TOPICS = ("state.contacts", "state.dedupe", "state.caps", "state.schedules", "state.sends",
-                "state.documents", "state.webhooks", "state.consent", "state.api_requests")
+                "state.documents", "state.webhooks", "state.consent", "state.api_requests",
+                "state.status_webhooks", "state.status_outbox")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,9 @@ def topic_specs() -> list[TopicSpec]:
              # Receipts heard on any worker, keyed by message id, for the worker that owns the message's partition.
              TopicSpec("receipts"),
              # What sent messages said, for the console, where the type and HERALD_CONSOLE_PERSONAL_DATA allow it.
-             TopicSpec("content", timeline_window=True)]
+             TopicSpec("content", timeline_window=True),
+             # Statuses a tenant's registered endpoint did not take (consumers/pipeline/status_outbox.py).
+             TopicSpec("webhooks.deadletter")]
     # Herald's own durable state (consumers/state/kvstore.py): compacted; partitioned or replicated by store.
     specs += [TopicSpec(name, compacted=True) for name in STATE_TOPICS]
     specs += [TopicSpec(f"dispatch.{channel.value}{lane}") for channel in Channel for lane in LANES]

@@ -165,6 +165,22 @@ class Settings(BaseSettings):
                                "refused whole with 413.")
     api_max_bytes: int = Field(default=1_048_576, ge=1024, description="Largest `POST /v1/events` body read "
                                "(Content-Length or chunked); a larger one is refused with 413 before any work.")
+    # Outbound status webhooks (consumers/pipeline/status_outbox.py); on only with HERALD_API_KEYS.
+    status_webhooks: bool = Field(default=True, description="Tenants may register an endpoint for their statuses "
+                                  "(`/v1/webhooks/status`) and workers POST them there; false: off (404).")
+    status_webhook_max_attempts: int = Field(default=12, ge=1, description="Attempts to deliver one status before "
+                                             "it is dead-lettered (herald.webhooks.deadletter).")
+    status_webhook_retry_for: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0), description="How "
+                                                "long a status may wait for its endpoint (retries, pauses) before "
+                                                "it is dead-lettered (seconds or ISO 8601 duration).")
+    status_webhook_concurrency: int = Field(default=4, ge=1, description="POSTs in flight per endpoint and "
+                                            "worker.")
+    status_webhook_pause_after: int = Field(default=10, ge=1, description="Consecutive failed attempts (timeouts, "
+                                            "connection errors, 408, 429, 5xx) that pause an endpoint.")
+    status_webhook_pause_for: float = Field(default=60.0, gt=0, description="Seconds a paused endpoint waits "
+                                            "before one probe; its success resumes deliveries.")
+    status_webhook_max_pending: int = Field(default=100_000, ge=1, description="Statuses a worker keeps waiting "
+                                            "for one endpoint; more are dead-lettered at once (`backlog_full`).")
     log_level: str = Field(default="info", description="debug, info, warning or error.")
 
     @field_validator("api_keys", mode="before")

@@ -22,7 +22,13 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from consumers.cli.asyncapi_topics import DEAD_LETTER_HEADERS, TAGS, describe_topic, reply_models
+from consumers.cli.asyncapi_topics import (
+    DEAD_LETTER_HEADERS,
+    STATUS_WEBHOOK_DEAD_LETTER_HEADERS,
+    TAGS,
+    describe_topic,
+    reply_models,
+)
 from consumers.cli.base import console
 from consumers.pipeline.sizes import KEY_LIMIT
 
@@ -143,6 +149,12 @@ def _messages() -> dict[str, dict[str, Any]]:
                                     "Why and where from; values are UTF-8 text."),
             description="The value may hold personal data (it is the original event): read the headers first "
                         "(`herald dlq list`)."),
+        "StatusWebhookDeadLetter": _message(
+            "StatusWebhookDeadLetter", "Status webhook dead letter", "A status its tenant's endpoint did not take, "
+            "as it would have been POSTed.", {"$ref": SCHEMA_REF + "DeliveryStatus"}, "The message id (`message_id`).",
+            headers=_string_headers({name: text for name, (text, _) in STATUS_WEBHOOK_DEAD_LETTER_HEADERS.items()},
+                                    [name for name, (_, always) in STATUS_WEBHOOK_DEAD_LETTER_HEADERS.items()
+                                     if always], "Whose, where to, why; values are UTF-8 text.")),
         "Receipt": _message(
             "Receipt", "Receipt", "What a provider said about one message, for the worker that owns it.",
             {"$ref": SCHEMA_REF + "Receipt"}, "The message id (`message_id`)."),

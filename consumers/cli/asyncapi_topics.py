@@ -57,6 +57,26 @@ STATE_KEYS: dict[str, str] = {
     "state.consent": "The keyed hash of an address: what the address itself said (STOP, unsubscribe); "
                      "`optin|recipient id`: promotional opt-in times.",
     "state.api_requests": "A hash of tenant and `Idempotency-Key`: the HTTP API's answers.",
+    "state.status_webhooks": "The tenant: its outbound status webhook registration (URL, filter, signing secrets "
+                             "sealed with HERALD_SECRET).",
+    "state.status_outbox": "A status's `webhook-id`: the status waiting for its tenant's endpoint, in the status "
+                           "record's partition (deleted once delivered or dead-lettered).",
+}
+
+# herald.webhooks.deadletter's headers (consumers/pipeline/status_outbox.py `Outbox.dead_letter`): name ->
+# (meaning, on every dead letter). Values are UTF-8 text.
+STATUS_WEBHOOK_DEAD_LETTER_HEADERS: dict[str, tuple[str, bool]] = {
+    "herald-tenant": ("The tenant whose endpoint did not take the status.", True),
+    "herald-url-host": ("The endpoint's host name (never its path or query).", True),
+    "herald-error": ("Why: `rejected` (a 4xx), `gone` (410), `retries_exhausted`, `backlog_full`, `invalid_url`, "
+                     "`forbidden_address`, `forbidden_port`, `too_large`.", True),
+    "herald-error-detail": ("The last answer or error (`HTTP 400`, `timeout`…), at most 500 characters.", True),
+    "herald-attempts": ("Failed attempts made.", True),
+    "herald-webhook-id": ("The `webhook-id` every attempt carried (a receiver dedupes on it).", True),
+    "herald-source-topic": ("herald.status, where the status record is.", True),
+    "herald-source-partition": ("Its partition there.", True),
+    "herald-source-offset": ("Its offset there.", True),
+    "herald-first-failure": ("When the first attempt failed (ISO 8601), when one did.", False),
 }
 
 
@@ -148,7 +168,8 @@ def describe_topic(short: str) -> TopicDoc:
             ("DeliveryStatus",), send="Every stage (router, scheduler, delivery, receipts, dead letters) and "
                                       "`herald forget` (`cancelled`).",
             receive="The message timeline's index (`GET /messages` on the admin port), `herald status`, "
-                    "`herald trace`."),
+                    "`herald trace`, and, with HERALD_API_KEYS, Faust agent `status_webhooks` (group `herald`), "
+                    "which POSTs each tenant's statuses to the endpoint it registered."),
         "replies": TopicDoc(
             "What people answered: raw replies and keywords, and answers to questions Herald asked.",
             ("ReplyReceived", "ReplyAnswer"), send="Provider webhooks (replies) and the answer reader.",
@@ -165,6 +186,11 @@ def describe_topic(short: str) -> TopicDoc:
             "Provider receipts heard on any worker, for the worker that owns the message's partition (and so its "
             "send record).", ("Receipt",), internal=True, send="The webhook handlers (any worker).",
             receive="The critical lane's consumer, which publishes the status."),
+        "webhooks.deadletter": TopicDoc(
+            "Statuses a tenant's registered endpoint (outbound status webhooks) did not take: the status record's "
+            "value byte for byte, why in headers. (A status record the agent itself failed on, a bug, comes with "
+            "herald.deadletter's headers instead.)", ("StatusWebhookDeadLetter",),
+            send="The status webhook outbox, when it gives up on a status.", receive=None, internal=True),
         "content": TopicDoc(
             "What sent messages said (text parts, never HTML or attachments), for the console: only types whose "
             "catalog entry sets `show_content`, only while HERALD_CONSOLE_PERSONAL_DATA is on; records expire "

@@ -85,6 +85,25 @@ class Metrics:
                                 "expired (403), malformed (raised: 400, a bug), error (status not published).",
                                 ["kind", "result"], registry=r)
 
+        # Outbound status webhooks (consumers/pipeline/status_outbox.py): tenants are HERALD_API_KEYS' (bounded).
+        self.status_webhook_deliveries = Counter(
+            "herald_status_webhook_deliveries_total", "Statuses POSTed to tenants' registered endpoints, by "
+            "outcome: delivered (2xx), retried (an attempt failed and another is due), dead_lettered (given up: "
+            "herald.webhooks.deadletter), dropped (the registration was deleted or its filter changed meanwhile).",
+            ["tenant", "outcome"], registry=r)
+        self.status_webhook_latency_seconds = Histogram(
+            "herald_status_webhook_latency_seconds", "From the status record's publication to its endpoint's 2xx, "
+            "retries included.", ["tenant"], buckets=LATENCY_BUCKETS, registry=r)
+        self.status_webhook_dead_letters = Counter(
+            "herald_status_webhook_dead_letters_total", "Statuses given up on, by reason (the dead letter's "
+            "`herald-error`).", ["tenant", "reason"], registry=r)
+        self.status_webhook_paused = Gauge(
+            "herald_status_webhook_paused", "1 while a tenant's endpoint is paused on this worker (its circuit is "
+            "open after consecutive failed attempts; statuses wait in the outbox), else 0.", ["tenant"], registry=r)
+        self.status_webhook_pending = Gauge(
+            "herald_status_webhook_pending", "Statuses waiting in this worker's outbox for a tenant's endpoint.",
+            ["tenant"], registry=r)
+
         self.duplicates_prevented = Counter("herald_duplicate_sends_prevented_total",
                                             "Dispatches not sent again because the send ledger had them sent.",
                                             ["channel"], registry=r)

@@ -36,6 +36,7 @@ class State:
     webhooks: KeyValueStore  # vendors' webhook delivery ids already applied (replays), by hash; value first-seen time
     consent: KeyValueStore  # what each address said itself (STOP, unsubscribe), by address HMAC; never swept
     api_requests: KeyValueStore  # HTTP API answers by hash of tenant and Idempotency-Key (consumers/inbound/api.py)
+    status_webhooks: KeyValueStore  # outbound status webhook registrations, by tenant (state/status_webhooks.py)
     _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, init=False, repr=False)
 
     @classmethod
