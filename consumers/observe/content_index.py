@@ -4,15 +4,15 @@ record per message id in a SQLite file beside the message timeline, pruned with 
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from pydantic import ValidationError
 
+from consumers.sqlite import transaction
 from schemas.content import MessageContent
 
 SCHEMA = """
@@ -55,20 +55,20 @@ class ContentIndex:
                 continue
             if since is None or key[1] >= since:
                 values.append((*key, value))
-        with self._transaction():
+        with transaction(self._db):
             self._db.executemany("INSERT OR REPLACE INTO contents (message_id, at, value) VALUES (?, ?, ?)", values)
             self._db.executemany("INSERT OR REPLACE INTO positions (partition, next_offset) VALUES (?, ?)",
                                  list(positions.items()))
         return len(values)
 
     def prune(self, before: float) -> int:
-        with self._transaction():
+        with transaction(self._db):
             return self._db.execute("DELETE FROM contents WHERE at < ?", (before,)).rowcount
 
     def forget(self, partition: int) -> None:
         # Contents are keyed by message id, not by partition: a recreated topic keeps them until they leave the
         # window; only the position is dropped so the new topic is read from its start.
-        with self._transaction():
+        with transaction(self._db):
             self._db.execute("DELETE FROM positions WHERE partition = ?", (partition,))
 
     def position(self, partition: int) -> int | None:
@@ -90,13 +90,3 @@ class ContentIndex:
 
     def close(self) -> None:
         self._db.close()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")

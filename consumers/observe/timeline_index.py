@@ -8,10 +8,9 @@ version (`PRAGMA user_version`): a file of another version is emptied and read a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from consumers.sqlite import transaction
 from schemas.status import DeliveryStatus
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class TimelineIndex:
             values.append((partition, offset, *columns, value))
             tenants.add(columns[2])
         names = ", ".join(("partition", "offset", *COLUMNS, "value"))
-        with self._transaction():
+        with transaction(self._write):
             self._write.executemany(f"INSERT OR REPLACE INTO statuses ({names}) "
                                     f"VALUES ({', '.join('?' * (len(COLUMNS) + 3))})", values)
             self._write.executemany("INSERT OR IGNORE INTO tenants (tenant) VALUES (?)", [(t,) for t in tenants])
@@ -161,12 +161,12 @@ class TimelineIndex:
 
     def prune(self, before: float) -> int:
         """Delete the statuses older than `before` (epoch seconds); returns how many."""
-        with self._transaction():
+        with transaction(self._write):
             return self._write.execute("DELETE FROM statuses WHERE at < ?", (before,)).rowcount
 
     def forget(self, partition: int) -> None:
         """Drop a partition's rows and position (its topic was recreated: offsets start again at 0)."""
-        with self._transaction():
+        with transaction(self._write):
             self._write.execute("DELETE FROM statuses WHERE partition = ?", (partition,))
             self._write.execute("DELETE FROM positions WHERE partition = ?", (partition,))
 
@@ -237,16 +237,6 @@ class TimelineIndex:
             found += [str(m) for (m,) in self._read.execute(
                 f"SELECT DISTINCT message_id FROM statuses WHERE {column} IN ({marks})", list(chunk))]
         return found
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._write.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._write.execute("ROLLBACK")
-            raise
-        self._write.execute("COMMIT")
 
 
 def _timeline(message_id: str, rows: list[tuple[float, int, int, bytes]]) -> MessageTimeline | None:
