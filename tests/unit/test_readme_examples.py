@@ -27,6 +27,7 @@ pytestmark = pytest.mark.unit
 README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 SHELLS = {"bash", "sh", "shell", "console"}
+HERALD_COMMAND = re.compile(r"(^|[\s/])herald(\s|$)")
 
 
 def blocks(*languages: str) -> list[str]:
@@ -39,6 +40,8 @@ def herald_lines() -> list[list[str]]:
     found = []
     for block in blocks(*SHELLS):
         for line in block.replace("\\\n", " ").splitlines():
+            if not HERALD_COMMAND.search(line):  # other commands' lines (a curl body across lines) are not split
+                continue
             words = shlex.split(line, comments=True)
             at = next((i for i, w in enumerate(words) if w.rsplit("/", 1)[-1] == "herald"), None)
             if at is not None and all("=" in w for w in words[:at]):
