@@ -15,21 +15,18 @@ from typing import Any
 import faust
 from faust.types import TP, TopicT
 
-from channels.base import Sender, WebhookReceiver
-from channels.registry import parse_provider_spec, provider_class
+from channels.base import Sender
 from channels.rendering.render import BUNDLED_TEMPLATES, Renderer
-from channels.resilience.breaker import BreakerSender, CircuitBreaker
-from channels.resilience.chain import ProviderChain
-from channels.resilience.priority import priority_gated
-from channels.resilience.ratelimit import declared_metering, effective_limits, rate_limited
 from consumers import hooks
 from consumers.clock import utcnow
 from consumers.console.app import add_console
 from consumers.console.context import ConsoleContext
+from consumers.console.ratings_query import rating_reader
 from consumers.identity import KeyRing
 from consumers.inbound.admin import serve_admin
 from consumers.inbound.api import answers_expiry, register_api_view
 from consumers.inbound.hearback import HearBack, HearBackHooks
+from consumers.inbound.preference_page import preference_ledger
 from consumers.inbound.tracking import Tracking, TrackingLinks
 from consumers.inbound.web import (
     harden_public_server,
@@ -40,21 +37,23 @@ from consumers.inbound.web import (
 from consumers.inbound.webhooks_api import register_status_webhook_views
 from consumers.observe.content_index import ContentIndex
 from consumers.observe.lag import KafkaOffsets, LagMonitor, Lane
-from consumers.observe.metrics import CIRCUIT_VALUES, Metrics
+from consumers.observe.metrics import Metrics
 from consumers.observe.timeline import StatusTimeline, TopicReader
 from consumers.ownership import Ownership
 from consumers.pipeline.agents import batched_agent, guarded_agent
+from consumers.pipeline.conversions import Attribution
 from consumers.pipeline.critical import CriticalLane, Route
 from consumers.pipeline.delivery import Backoff, DeliveryHooks, DeliveryStage
+from consumers.pipeline.digests import install_digests
 from consumers.pipeline.ingest import IngestStage
 from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import PENDING_ACKS, Publisher, Record
 from consumers.pipeline.router import Router
 from consumers.pipeline.scheduler import Scheduler
 from consumers.pipeline.status_webhooks import StatusWebhooks
+from consumers.senders import build_senders, webhook_receivers
 from consumers.state.conversations import Conversations
 from consumers.state.documents import Documents
-from consumers.state.preferences import AddressConsents, PreferenceLedger
 from consumers.state.retention import (
     Janitor,
     Rule,
@@ -95,50 +94,6 @@ class FaustPublisher:
 
 def load_catalog(settings: Settings) -> Catalog:
     return Catalog.load(settings.catalog or BUNDLED_CATALOG)
-
-
-def build_senders(settings: Settings, metrics: Metrics | None = None,
-                  share: Callable[[], float] | None = None) -> dict[str, Sender]:
-    """One `Sender` per configured channel: its provider(s), each behind a circuit breaker (outside) and the
-    vendor's rate limit (inside), in a failover chain when there are several.
-
-    The limits are the whole worker group's: this worker paces at `share()` of each (the fraction of the
-    partitions it owns, read at every send); None, the default, is a share of 1 (one worker, tools, tests)."""
-    limits = effective_limits(settings.rate_limits)
-    if metrics is not None:
-        metrics.rate_limit_share.set_function(share or (lambda: 1.0))
-    senders: dict[str, Sender] = {}
-    for channel, vendors in parse_provider_spec(settings.providers).items():
-        providers: list[Sender] = []
-        for vendor in vendors:
-            key = f"{channel}.{vendor}"
-            provider = provider_class(key).from_settings(settings)
-            per_sender, cost = declared_metering(provider)  # e.g. Twilio: each "From" number, in segments
-            waits = metrics.rate_limit_wait_seconds.labels(channel, provider.name).inc if metrics else None
-            limited = rate_limited(key, priority_gated(provider), limits=limits, per_sender=per_sender, cost=cost,
-                                   share=share, on_wait=waits)
-            breaker = CircuitBreaker(key, failure_threshold=settings.breaker_failure_threshold,
-                                     reset_after=settings.breaker_reset_after)
-            hook = None
-            if metrics is not None:
-                gauge = metrics.circuit_state.labels(channel, provider.name)
-                gauge.set(CIRCUIT_VALUES["closed"])
-
-                def hook(name: str, state: str, gauge: Any = gauge) -> None:
-                    gauge.set(CIRCUIT_VALUES[state])
-            providers.append(BreakerSender(limited, breaker, on_state_change=hook))
-        senders[channel] = providers[0] if len(providers) == 1 else ProviderChain(channel, providers)
-    return senders
-
-
-def webhook_receivers(senders: Mapping[str, Sender]) -> dict[tuple[str, str], WebhookReceiver]:
-    """Every provider that hears back, by (channel, vendor): the web server routes `/webhooks/{channel}/{vendor}`."""
-    receivers: dict[tuple[str, str], WebhookReceiver] = {}
-    for sender in senders.values():
-        for provider in getattr(sender, "providers", [sender]):
-            if isinstance(provider, WebhookReceiver):
-                receivers[(provider.channel, provider.name)] = provider
-    return receivers
 
 
 def faust_config(settings: Settings) -> dict[str, Any]:
@@ -210,7 +165,7 @@ def retention_rules(state: State, settings: Settings, catalog: Catalog, conversa
             # Webhook delivery ids: first-seen times, remembered as long as idempotency keys are (HearBack's window).
             Rule("state.webhooks", state.webhooks, dedupe_expiry(settings.dedupe_window)),
             Rule("state.api_requests", state.api_requests, answers_expiry(settings.dedupe_window)),
-            Rule("state.schedules", state.schedules, None, partitioned=True),
+            Rule("state.schedules", state.schedules, None, partitioned=True), Attribution.retention(state.conversions),
             Rule("preferences", state.preferences, None)]
 
 
@@ -238,21 +193,21 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     renderer = Renderer(settings.templates, default_locale=settings.default_locale)
     template_globals = {"brand": settings.brand_name, "document_url": None}
     documents = Documents(state.documents, renderer, keys, settings.public_url, template_globals=template_globals,
-                          clock=clock)
+                          clock=clock, facturx_tenants=settings.facturx_tenants)
     sends = SendLedger(state.sends, clock, lease=timedelta(seconds=settings.send_lease))
     # The schedules store holds only this worker's partitions: every entry it lists is this worker's to release.
     scheduler = Scheduler(state.schedules, publisher, outlets.statuses, clock=clock,
                           on_receipt_check=hooks.receipt_check(sends, outlets))
 
-    ledger = PreferenceLedger(state.preferences, clock=clock,
-                              addresses=AddressConsents(state.consent, keys, clock=clock))
+    ledger = preference_ledger(app, settings, catalog, state, keys, metrics, template_globals, clock)  # + API, page
     conversations = Conversations(state.contacts, keys)
-    consent = hooks.consent_check(ledger, keys)
+    consent = hooks.consent_check(ledger, keys, catalog)
     router = Router(catalog, senders.keys(), clock=clock, dedupe=state.dedupe, caps=state.caps, consent=consent,
                     dedupe_window=settings.dedupe_window, preferences=ledger.get,
                     max_ahead=settings.max_schedule_ahead)
+    goals = Attribution(state.conversions, catalog, outlets.statuses, clock, partitions=settings.partitions)
     ingest = IngestStage(router, outlets, scheduler, max_event_bytes=settings.max_event_bytes,
-                         max_record_bytes=settings.max_record_bytes)
+                         max_record_bytes=settings.max_record_bytes, goals=goals)
     tracking_links = TrackingLinks(keys, settings.public_url, ttl=settings.tracking_ttl, clock=clock)
     # The console shows what messages said only where the operator allows personal data and it is signed in to.
     shows_content = settings.console_personal_data and settings.admin_token is not None
@@ -263,7 +218,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
             consent=consent, session_open=hooks.session_open(ledger, clock),
             headers=hooks.unsubscribe_headers(secret, settings.public_url),
             track=hooks.track_email(tracking_links, catalog, enabled=settings.tracking),
-            after_send=hooks.remember_after_send(state.contacts, conversations, catalog, secret, clock),
+            after_send=hooks.remember_after_send(state.contacts, conversations, catalog, secret, clock, goals),
             on_failure=hooks.suppress_dead_addresses(ledger, secret),
             keep_content=hooks.keep_content(publisher, catalog, clock, enabled=shows_content)))
     dead_letters = outlets.dead_letters
@@ -312,6 +267,7 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     async def release_scheduled() -> None:
         await state.ready()
         await scheduler.run(settings.scheduler_interval)
+    install_digests(task, ingest, state.digests, ready=state.ready, interval=settings.scheduler_interval)
 
     @task
     async def measure_state() -> None:
@@ -376,13 +332,14 @@ def create_app(settings: Settings, *, senders: dict[str, Sender] | None = None,
     contents = TopicReader(settings.topic("content"), kafka_client_kwargs(settings),
                            worker_directory(settings) / "content.sqlite", retention=settings.timeline_retention,
                            open_index=ContentIndex, clock=clock) if shows_content else None
-    for reader in (timeline, contents):
+    ratings = rating_reader(settings, clock)  # survey ratings (herald.replies) for the rates page, with the console
+    for reader in (timeline, contents, ratings):
         if reader is not None:
             task(reader.run)
     admin = serve_admin(app, settings, metrics, lanes_ready=lambda: critical.joined, timeline=timeline)
     add_console(admin, ConsoleContext(settings, metrics, timeline, settings.admin_token, keys, clock,
                                       extras={"catalog": catalog, "renderer": renderer, "contents": contents,
-                                              "template_globals": template_globals}))
+                                              "template_globals": template_globals, "ratings": ratings}))
 
     # mode's SignalHandlerT rejects every function, even one of exactly its signature: a typing bug of the library.
     @app.on_before_shutdown.connect  # type: ignore[arg-type]

@@ -21,11 +21,13 @@ from consumers.inbound.replies import (
     asks_question,
     help_event,
     interpret,
+    rating_cloudevent,
     reply_cloudevent,
     reply_recipient,
 )
 from consumers.inbound.tracking import TrackingLinks
 from consumers.inbound.unsubscribe import list_unsubscribe_headers, unsubscribe_link
+from consumers.pipeline.conversions import Attribution
 from consumers.pipeline.fallback import fall_back
 from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import Publisher, Record
@@ -39,6 +41,7 @@ from schemas.catalog import Catalog
 from schemas.content import MAX_PART_CHARS, MessageContent
 from schemas.dispatch import Dispatch
 from schemas.status import Status
+from schemas.topics import preference_topic
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +49,20 @@ FAILED_RECEIPTS = frozenset({Status.FAILED, Status.BOUNCED})
 DELIVERED_RECEIPTS = frozenset({Status.DELIVERED, Status.READ, Status.OPENED, Status.CLICKED, Status.REPLIED})
 
 
-def consent_check(ledger: PreferenceLedger, secret: bytes | KeyRing) -> ConsentCheck:
+def consent_check(ledger: PreferenceLedger, secret: bytes | KeyRing,
+                  catalog: Catalog | None = None) -> ConsentCheck:
     """The router's and the send-time check: the recipient's preferences and the address's own record (a
-    suppression hashed with a secret still in the ring counts, so it outlives a rotation)."""
+    suppression hashed with a secret still in the ring counts, so it outlives a rotation), then, with the
+    `catalog`, the person's choice for the type's preference topic (never for a critical type or required topic)."""
     ring = KeyRing.of(secret)
 
-    def check(recipient_id: str, category: str, channel: str, address: str) -> str | None:
+    def check(recipient_id: str, category: str, channel: str, address: str, /, *, event_type: str | None = None,
+              tenant: str | None = None) -> str | None:
+        entry = catalog.get(event_type) if catalog is not None and event_type else None
         return ledger.refusal(recipient_id, category=category, channel=channel, address=address,
                               address_hash=recipient_hash(ring.current, address),
-                              previous_hashes=[recipient_hash(old, address) for old in ring.previous])
+                              previous_hashes=[recipient_hash(old, address) for old in ring.previous],
+                              topic=preference_topic(catalog, entry) if catalog and entry else None, tenant=tenant)
 
     return check
 
@@ -225,13 +233,16 @@ def receipt_check(sends: SendLedger, outlets: Outlets) -> Callable[[Dispatch], A
 
 
 def remember_after_send(contacts: KeyValueStore, conversations: Conversations, catalog: Catalog,
-                        secret: bytes | KeyRing,
-                        clock: Callable[[], datetime]) -> Callable[[Dispatch, str], Awaitable[None]]:
-    """After a send: who has this address, and, for a type that asks something, the open question."""
+                        secret: bytes | KeyRing, clock: Callable[[], datetime],
+                        goals: Attribution | None = None) -> Callable[[Dispatch, str], Awaitable[None]]:
+    """After a send: who has this address, for a type that asks something the open question, and for a type with
+    a conversion goal the message that may convert (`goals`)."""
     remember = remember_contact(contacts, secret)
 
     async def after_send(d: Dispatch, provider: str) -> None:
         await remember(d, provider)
+        if goals is not None:
+            await goals.after_send(d, provider)
         entry = catalog.get(d.event_type)
         address = d.to.address_for(d.channel)
         if entry and address and asks_question(entry, d.channel):
@@ -242,19 +253,30 @@ def remember_after_send(contacts: KeyValueStore, conversations: Conversations, c
 
 def answer_replies(conversations: Conversations, catalog: Catalog, publisher: Publisher, statuses: StatusEmitter,
                    clock: Callable[[], datetime]) -> Callable[[InboundMessage], Awaitable[None]]:
-    """A reply to an open question: tell upstream what it means (`appointment.reminder.confirmed`), thank the
-    person, and help them when the answer cannot be read."""
+    """A reply to an open question: tell upstream what it means (`appointment.reminder.confirmed`, or a survey's
+    `service.survey.rated`), thank the person, and help them when the answer cannot be read."""
     route = route_receipts(publisher)
 
     async def on_reply(reply: InboundMessage) -> None:
         now = clock()
         question = conversations.last_question(reply.channel, reply.sender, now)
         meaning = interpret(reply.text, reply.digits, question, catalog)
-        if meaning.kind is ReplyKind.ANSWER and meaning.question is not None:
+        entry = catalog.get(question.event_type) if question is not None else None
+        survey = entry.survey if entry is not None else None
+        if meaning.kind in (ReplyKind.ANSWER, ReplyKind.RATING) and meaning.question is not None:
             q = meaning.question
-            await publisher.send("replies", q.recipient_id.encode(),
-                                 orjson.dumps(reply_cloudevent(meaning, reply.received_at or now)))
-            if reply.channel != "voice":  # the call already said thank you itself
+            if meaning.kind is ReplyKind.RATING and survey is not None:
+                # Durable: upstream and the console count every rating (the webhook is remembered right after).
+                rating = rating_cloudevent(meaning, scale=survey.scale, at=reply.received_at or now,
+                                           recipient=statuses.recipient(reply.channel, reply.sender),
+                                           reply_id=reply.provider_message_id)
+                await publisher.send("replies", q.recipient_id.encode(), orjson.dumps(rating), durable=True)
+                statuses.metrics.ratings.labels(q.event_type, q.channel, str(meaning.score)).inc()
+            else:
+                await publisher.send("replies", q.recipient_id.encode(),
+                                     orjson.dumps(reply_cloudevent(meaning, reply.received_at or now)))
+            # The call already said thank you itself; a survey may ask for no thanks by text.
+            if reply.channel != "voice" and (survey is None or survey.thanks):
                 to = reply_recipient(reply.channel, reply.sender, recipient_id=q.recipient_id, locale=q.locale)
                 await publisher.send("events", to["id"].encode(),
                                      orjson.dumps(acknowledgement_event(meaning, to, now=now)))
@@ -268,6 +290,7 @@ def answer_replies(conversations: Conversations, catalog: Catalog, publisher: Pu
             q = meaning.question
             to = reply_recipient(reply.channel, reply.sender, recipient_id=q.recipient_id, locale=q.locale)
             await publisher.send("events", to["id"].encode(),
-                                 orjson.dumps(help_event(q, to, "not_understood", now=now)))
+                                 orjson.dumps(help_event(q, to, "not_understood", now=now,
+                                                         scale=survey.scale if survey else None)))
 
     return on_reply

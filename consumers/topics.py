@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 LANES = ("", ".critical")
 STATE_TOPICS = ("state.contacts", "state.dedupe", "state.caps", "state.schedules", "state.sends",
                 "state.documents", "state.webhooks", "state.consent", "state.api_requests",
-                "state.status_webhooks", "state.status_outbox")
+                "state.status_webhooks", "state.status_outbox", "state.digests", "state.conversions")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.digests import Digest, digest_problem
+from schemas.experiments import Conversion, Variants, conversion_problem
+from schemas.surveys import SURVEY_CHANNELS, Survey
+from schemas.topics import PreferenceTopic, check_topics
+
 
 class Category(StrEnum):
     TRANSACTIONAL = "transactional"
@@ -38,6 +43,7 @@ class KeypadAction(StrEnum):
     CONFIRM = "confirm"
     CANCEL = "cancel"
     AGENT = "agent"
+    RATE = "rate"  # keys 1..scale of a `survey`: set by the survey, never by hand
 
 
 class QuietHours(StrEnum):
@@ -117,6 +123,9 @@ class CatalogEntry(BaseModel):
 
     description: str = Field(default="", description="What the event means, for template authors.")
     category: Category = Field(description="transactional needs no opt-in; promotional needs consent.")
+    topic: str | None = Field(default=None, description="The preference topic a person turns off to stop this "
+                              "type (one of the catalog's `preference_topics`); its category when unset. Critical "
+                              "types ignore preferences.", examples=["shipping"])
     priority: Priority = Field(description="critical goes through the critical lane.")
     channels: list[Channel] = Field(default_factory=list, description="Channels in fallback order.")
     ttl: timedelta = Field(description="Not sent once this old (e.g. `10m`).", examples=["10m"])
@@ -153,6 +162,23 @@ class CatalogEntry(BaseModel):
         default=False, description="Whether the console may show what this type's messages said (kept on topic "
         "herald.content only while HERALD_CONSOLE_PERSONAL_DATA is on). Never on a critical type: its messages "
         "carry codes, password-reset and verification links.")
+    survey: Survey | None = Field(
+        default=None, description="Ask for a rating from 1 to `scale` (voice: one keypad key, which sets `keypad` "
+        "keys 1..scale to `rate`; SMS and WhatsApp: a number in the reply) and publish each answer to "
+        "herald.replies as `<type>.rated`. `{scale, question: {expires, keep}, thanks}`, or `1-5` (also written "
+        "`rating: 1-5`).",
+        examples=["1-5", {"scale": 5, "question": {"expires": "2d", "keep": ["ticket_id"]}, "thanks": True}])
+    digest: Digest | None = Field(
+        default=None, description="Collect this type's events per recipient into one message (see `Digest`).",
+        examples=[{"window": "1h", "max_events": 10, "key": "thread_id"}])
+    conversion: Conversion | None = Field(
+        default=None, description="A later event type that counts as the goal of this type's messages: Herald "
+        "publishes `converted` for them when it arrives (consumers/pipeline/conversions.py).",
+        examples=[{"goal": "payment.completed", "within": "7d", "match": "invoice_number"}])
+    variants: Variants = Field(
+        default_factory=dict, description="Template variants by name and weight; each message gets one, chosen "
+        "from its id, and every status of it names it (`variant`).",
+        examples=[{"a": {"weight": 50}, "b": {"weight": 50, "templates": "variants/b"}}])
 
     @field_validator("ttl", "receipt_wait", mode="before")
     @classmethod
@@ -215,8 +241,6 @@ class CatalogEntry(BaseModel):
             raise ValueError(f"sample lacks required fields {missing}")
         if self.ttl <= timedelta(0):
             raise ValueError("ttl must be positive")
-        if not self.channels and not self.cancels:
-            raise ValueError("channels must list at least one channel (only a cancelling type may have none)")
         if (self.cancels or self.schedule) and self.cancel_key and self.cancel_key not in self.required:
             raise ValueError(f"cancel_key {self.cancel_key!r} must be one of the required fields")
         if self.priority is Priority.CRITICAL and self.tracking not in (None, False, NOT_TRACKED):
@@ -226,6 +250,54 @@ class CatalogEntry(BaseModel):
             raise ValueError("a critical type's content is never shown (codes, password resets, verification "
                              "links): remove `show_content`")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rating_is_a_survey(cls, value: Any) -> Any:
+        """`rating: 1-5` is short for `survey: 1-5`."""
+        if isinstance(value, dict) and "rating" in value:
+            if "survey" in value:
+                raise ValueError("give `survey` or its shorthand `rating`, not both")
+            value = {**{k: v for k, v in value.items() if k != "rating"}, "survey": value["rating"]}
+        return value
+
+    @model_validator(mode="after")
+    def _survey_keys(self) -> CatalogEntry:
+        """A survey owns keypad keys 1..scale (`rate`), and a message asks one question: no confirm or cancel."""
+        rated = {key for key, action in self.keypad.items() if action is KeypadAction.RATE}
+        if self.survey is None:
+            if rated:
+                raise ValueError("keypad `rate` is set by `survey`, never by hand")
+            return self
+        keys = [str(score) for score in range(1, self.survey.scale + 1)]
+        if taken := sorted(k for k, a in self.keypad.items() if (k in keys) != (a is KeypadAction.RATE)):
+            raise ValueError(f"keypad keys {taken}: keys 1-{self.survey.scale} are the survey's ratings, and only "
+                             "they")
+        if self.answers or any(a in (KeypadAction.CONFIRM, KeypadAction.CANCEL) for a in self.keypad.values()):
+            raise ValueError("a survey asks for a rating only: remove `answers` and keypad confirm/cancel")
+        if not SURVEY_CHANNELS & {c.value for c in self.channels}:
+            raise ValueError("a survey needs voice, sms or whatsapp among its channels (the others cannot hear "
+                             "an answer)")
+        self.keypad = {**self.keypad, **dict.fromkeys(keys, KeypadAction.RATE)}
+        return self
+
+    @model_validator(mode="after")
+    def _digest_fits(self) -> CatalogEntry:
+        if problem := digest_problem(self.digest, critical=self.priority is Priority.CRITICAL,
+                                     timed=bool(self.schedule or self.cancel_key or self.cancels),
+                                     required=self.required):
+            raise ValueError(problem)
+        return self
+
+    def template_payload(self, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What this type's templates render for `payload` (the `sample` when None) in previews: the payload, or
+        for a digest type the digest of it (of `digest.samples` for the sample), unless it is one already."""
+        if self.digest is None:
+            return self.sample if payload is None else payload
+        if payload is None:
+            return Digest.payload(self.digest.samples or [self.sample])
+        events = payload.get("events")
+        return Digest.payload(events) if isinstance(events, list) else Digest.payload([payload])
 
     def tracks(self) -> Tracking:
         """What is tracked in this type's email (see `tracking`)."""
@@ -250,6 +322,11 @@ class Catalog(BaseModel):
     frequency_caps: dict[Category, FrequencyCap] = Field(
         default_factory=dict, description="Per recipient and category.",
         examples=[{"promotional": {"count": 3, "per": "1d"}}])
+    preference_topics: dict[str, PreferenceTopic] = Field(
+        default_factory=dict, description="Topics people may turn off, per channel or whole (types name theirs in "
+        "`topic`); `transactional` and `promotional` exist without being declared.",
+        examples=[{"shipping": {"label": {"en": "Shipping updates", "es": "Envíos"}},
+                   "account": {"label": {"en": "Account and security"}, "required": True}}])
     types: dict[str, CatalogEntry] = Field(description="Entries by event type.")
 
     @field_validator("send_window")
@@ -259,7 +336,13 @@ class Catalog(BaseModel):
 
     @model_validator(mode="after")
     def _cancels_known_types(self) -> Catalog:
+        goals = {entry.conversion.goal for entry in self.types.values() if entry.conversion}
         for name, entry in self.types.items():
+            if not entry.channels and not entry.cancels and name not in goals:
+                raise ValueError(f"types.{name}: channels must list at least one channel (only a type that cancels "
+                                 "others or is a conversion goal may have none)")
+            if problem := conversion_problem(name, entry.conversion, entry.required, self.types):
+                raise ValueError(problem)
             if unknown := [t for t in entry.cancels if t not in self.types]:
                 raise ValueError(f"{name} cancels unknown types {unknown}")
             for target in entry.cancels:
@@ -273,6 +356,11 @@ class Catalog(BaseModel):
         if bad := [name for name in value if not _TYPE_NAME.match(name)]:
             raise ValueError(f"event type names must be dotted lowercase words: {bad}")
         return value
+
+    @model_validator(mode="after")
+    def _topics_known(self) -> Catalog:
+        check_topics(self)
+        return self
 
     def get(self, event_type: str) -> CatalogEntry | None:
         return self.types.get(event_type)

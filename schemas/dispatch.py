@@ -34,3 +34,8 @@ class Dispatch(BaseModel):
                                 "fails or stays without a receipt.")
     cancel_key: str | None = Field(default=None, description="What a later event may cancel, e.g. "
                                    "`appointment.reminder|APT-5521`.")
+    # Left out when None: the model forbids unknown fields, so a worker of the version before variants refuses a
+    # dispatch that names one; a dispatch of a type without variants stays readable to it (rolling upgrades).
+    variant: str | None = Field(default=None, exclude_if=lambda v: v is None, description="The template variant "
+                                "chosen for the message (catalog `variants`), kept by its retries and fallback "
+                                "messages.", examples=["b"])

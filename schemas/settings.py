@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     templates: Path | None = Field(default=None, description="Templates folder; the bundled one when unset.")
     default_locale: str = Field(default="en", description="Last locale of every fallback chain.")
     brand_name: str = Field(default="Herald Shop", description="Company name used in templates.")
+    facturx_tenants: str = Field(default="", description="Tenants whose invoice PDFs are Factur-X (PDF/A-3 with "
+                                 "the EN 16931 XML embedded), comma-separated; `*` for every event. Empty: none.")
 
     smtp_host: str = "localhost"
     smtp_port: int = 1025
@@ -110,6 +112,10 @@ class Settings(BaseSettings):
                                     "tracking links (pixel and click redirects) keep working after the message "
                                     "itself expires (its send time plus the type's `ttl`); later they answer 403 "
                                     "(seconds or ISO 8601 duration).")
+    preference_link_ttl: timedelta = Field(default=timedelta(days=90), gt=timedelta(0), description="How long "
+                                           "the link to the preference page in a promotional message works after "
+                                           "the message is sent; later it answers 410 (seconds or ISO 8601 "
+                                           "duration).")
     max_event_bytes: int = Field(default=1_048_576, ge=1024, description="Largest event record accepted; a "
                                  "larger one is `rejected` with `event_too_large` before any work.")
     max_record_bytes: int = Field(default=1_048_576, ge=65_536, description="The producer's limit on one record "

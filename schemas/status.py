@@ -35,6 +35,8 @@ class Status(StrEnum):
     REPLIED = "replied"
     UNSUBSCRIBED = "unsubscribed"
     DEAD_LETTERED = "dead_lettered"
+    CONVERTED = "converted"  # its type's goal event followed (catalog `conversion`); added within v1
+    DIGESTED = "digested"  # an event collected into a digest (detail `digest:<id>`): the digest's message sends it
 
 
 # Nothing more will be sent for the message. Engagement (`read` after `delivered`, `opened`, `clicked`, `replied`,
@@ -42,6 +44,7 @@ class Status(StrEnum):
 FINAL_STATUSES: frozenset[Status] = frozenset({
     Status.CANCELLED, Status.SUPPRESSED, Status.DEDUPLICATED, Status.REJECTED, Status.EXPIRED,
     Status.DELIVERED, Status.READ, Status.FAILED, Status.BOUNCED, Status.COMPLAINED, Status.DEAD_LETTERED,
+    Status.DIGESTED,
 })
 
 
@@ -93,3 +96,6 @@ class DeliveryStatus(BaseModel):
                               examples=["invalid_recipient"])
     detail: str | None = Field(default=None, description="Reason or provider code; never personal data.",
                                examples=["consent"])
+    variant: str | None = Field(default=None, description="The template variant the message was given (catalog "
+                                "`variants`), on every record of its message; none for a type without variants. "
+                                "Added within v1.", examples=["b"])

@@ -44,8 +44,9 @@ SEAL_TTL_SECONDS = 24 * 3600
 STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 
-# Keypad actions in the compact `k` query parameter: `1c2x0a` = 1 confirm, 2 cancel, 0 agent.
-ACTION_CODES: dict[str, str] = {"repeat": "r", "confirm": "c", "cancel": "x", "agent": "a"}
+# Keypad actions in the compact `k` query parameter: `1c2x0a` = 1 confirm, 2 cancel, 0 agent; `1s2s3s4s5s` = a
+# survey's ratings 1 to 5 (thanked like an answer).
+ACTION_CODES: dict[str, str] = {"repeat": "r", "confirm": "c", "cancel": "x", "agent": "a", "rate": "s"}
 CODE_ACTIONS: dict[str, str] = {v: k for k, v in ACTION_CODES.items()}
 KEYS = frozenset("0123456789*#")
 
@@ -306,7 +307,7 @@ class TwilioVoiceProvider(HttpProvider):
             gather = ET.SubElement(root, "Gather", _gather_attributes(request.url))
             self._say(gather, menu, language)
             ET.SubElement(root, "Hangup")
-        else:  # confirm, cancel, agent without a number, or a menu that cannot be opened
+        else:  # confirm, cancel, a rating, agent without a number, or a menu that cannot be opened
             self._say(root, _phrase(language, "thanks"), _phrase_language(language))
             ET.SubElement(root, "Hangup")
         response = WebhookResponse(body=(XML_DECLARATION + _serialize(root)).encode(),

@@ -22,7 +22,7 @@ from typing import Any
 
 from channels.base import Attachment
 from channels.errors import Rejected
-from channels.rendering.pdf import html_to_pdf
+from channels.rendering.facturx import document_pdf
 from channels.rendering.render import Rendered
 
 MiB = 1024 * 1024
@@ -126,12 +126,15 @@ def inline_attachments(items: Any) -> tuple[Attachment, ...]:
 
 
 def attachments_for(rendered: Rendered, payload: Mapping[str, Any], *, title: str,
-                    filename: str = "document.pdf", created_at: datetime | None = None) -> tuple[Attachment, ...]:
+                    filename: str = "document.pdf", created_at: datetime | None = None,
+                    facturx: bool = False) -> tuple[Attachment, ...]:
     """Everything to attach to one email: the event's inline files, then the PDF rendered from the template's
-    `pdf` part when it has one (named `filename`, dated `created_at` so a resend attaches identical bytes)."""
+    `pdf` part when it has one (named `filename`, dated `created_at` so a resend attaches identical bytes; a
+    Factur-X PDF/A-3 when `facturx` and the document is an invoice, see channels/rendering/facturx.py)."""
     found = list(inline_attachments(payload.get("attachments")))
     if pdf_html := rendered.parts.get("pdf"):
-        content = html_to_pdf(pdf_html, title=title, created_at=created_at or DEFAULT_CREATED_AT)
+        content = document_pdf(pdf_html, payload, title=title, created_at=created_at or DEFAULT_CREATED_AT,
+                               facturx=facturx)
         found.append(Attachment(filename=safe_filename(filename, "application/pdf"),
                                 content_type="application/pdf", content=content))
     if sum(len(a.content) for a in found) > MAX_TOTAL_BYTES:

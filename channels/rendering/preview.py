@@ -132,7 +132,7 @@ def preview_channels(renderer: Renderer, event_type: str, entry: CatalogEntry, l
     for channel in type_channels(entry):
         note = locale_note(renderer, event_type, channel, locale)
         try:
-            rendered = render_sample(renderer, event_type, channel, locale, entry.sample, timezone=timezone,
+            rendered = render_sample(renderer, event_type, channel, locale, entry.template_payload(), timezone=timezone,
                                      template_globals=template_globals, **ids)
         except RenderError as exc:
             previews.append(ChannelPreview(channel, None, error=str(exc), note=note))
@@ -190,7 +190,7 @@ def matrix_row(renderer: Renderer, event_type: str, entry: CatalogEntry, locales
             error = None
             for to in SAMPLE_RECIPIENTS:
                 try:
-                    rendered = render_sample(renderer, event_type, channel, locale, entry.sample, to=to,
+                    rendered = render_sample(renderer, event_type, channel, locale, entry.template_payload(), to=to,
                                              template_globals=template_globals)
                 except RenderError as exc:
                     error = str(exc)

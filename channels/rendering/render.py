@@ -33,6 +33,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from channels.errors import RenderError
+from channels.rendering.documents import compute_due_notice, compute_invoice, compute_policy
 
 # Which parts make up a message on each channel; the first is the one whose presence picks the locale.
 CHANNEL_PARTS: dict[str, tuple[str, ...]] = {
@@ -206,6 +207,27 @@ def time_filter(ctx: Context, value: Any, fmt: str = "short") -> str:
     return format_time(_to_datetime(value), fmt, tzinfo=_tz(ctx), locale=_loc(ctx))
 
 
+@pass_context
+def price(ctx: Context, amount: Any, currency: str) -> str:
+    """A unit price: the currency's decimals at least, more when the price has them (`0.1234|price('EUR')` ->
+    `0,1234 €`), where `money` would round it."""
+    return format_currency(_to_decimal(amount), str(currency), locale=_loc(ctx), decimal_quantization=False)
+
+
+def iban(value: Any, masked: bool = False) -> str:
+    """An IBAN in groups of four; `masked` keeps the country, check digits and last four (a debited account)."""
+    text = "".join(str(value).split()).upper()
+    if masked and len(text) > 8:
+        text = text[:4] + "*" * (len(text) - 8) + text[-4:]
+    return " ".join(text[i:i + 4] for i in range(0, len(text), 4))
+
+
+@pass_context
+def country(ctx: Context, code: Any) -> str:
+    """`'DE'|country` -> `Alemania` in Spanish; an unknown code as it is."""
+    return str(_loc(ctx).territories.get(str(code).upper(), code))
+
+
 def build_environment(root: Path) -> ImmutableSandboxedEnvironment:
     """The sandboxed, strict Jinja2 environment every template renders in; templates cannot mutate their data."""
     env = ImmutableSandboxedEnvironment(
@@ -218,7 +240,9 @@ def build_environment(root: Path) -> ImmutableSandboxedEnvironment:
         cache_size=2000,
     )
     env.filters.update(money=money, number=number, percent=percent, date=date_filter,
-                       datetime=datetime_filter, time=time_filter)
+                       datetime=datetime_filter, time=time_filter, price=price, iban=iban, country=country,
+                       # Documents: the payload validated and every amount computed (channels/rendering/documents.py)
+                       invoice=compute_invoice, due_notice=compute_due_notice, policy=compute_policy)
     return env
 
 
@@ -233,6 +257,7 @@ class Renderer:
         self.env.globals.update(globals_ or {})
         self._resolved: dict[tuple[str, str, str], tuple[str, str] | None] = {}
         self._optional: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        self._variant: dict[tuple[str, str, str], frozenset[str]] = {}
 
     def _path(self, event_type: str, channel: str, locale: str, part: str) -> str:
         return f"{event_type}/{channel}.{locale}.{part}.j2"
@@ -259,6 +284,16 @@ class Renderer:
                                                 if (self.root / self._path(folder, channel, locale, p)).is_file())
         return found
 
+    def variant_parts(self, event_type: str, folder: str, channel: str, locale: str) -> frozenset[str]:
+        """The parts a variant's folder (`<type>/<folder>/`, catalog `variants.<name>.templates`) has for a channel
+        and locale: they replace the type's own; the others are the type's. Looked up on disk once."""
+        key = (f"{event_type}/{folder}", channel, locale)
+        if (found := self._variant.get(key)) is None:
+            parts = (*CHANNEL_PARTS.get(channel, ("text",)), *OPTIONAL_PARTS.get(channel, ()))
+            found = self._variant[key] = frozenset(
+                p for p in parts if (self.root / self._path(key[0], channel, locale, p)).is_file())
+        return found
+
     def resolve_locale(self, event_type: str, channel: str, locale: str) -> str | None:
         """The locale the message would be rendered in, or None when no template exists."""
         found = self.resolve(event_type, channel, locale)
@@ -268,8 +303,9 @@ class Renderer:
         return self.resolve_locale(event_type, channel, self.default_locale) is not None
 
     def render(self, event_type: str, channel: str, *, locale: str, timezone: str = "UTC",
-               context: Mapping[str, Any]) -> Rendered:
-        """Render every part; raises `RenderError` (permanent) on a missing template or variable."""
+               context: Mapping[str, Any], variant_folder: str | None = None) -> Rendered:
+        """Render every part; raises `RenderError` (permanent) on a missing template or variable. With
+        `variant_folder` (a variant's templates), the parts that folder has in the chosen locale replace the type's."""
         found = self.resolve(event_type, channel, locale)
         if found is None:
             raise RenderError(f"no {channel} template for {event_type}", reason="template_missing")
@@ -281,8 +317,10 @@ class Renderer:
                      "_format_locale": locale if same_language else chosen, "_timezone": timezone}
         parts: dict[str, str] = {}
         optional = self._optional_parts(folder, channel, chosen)
+        replaced = self.variant_parts(event_type, variant_folder, channel, chosen) if variant_folder else frozenset()
         for part in (*CHANNEL_PARTS.get(channel, ("text",)), *optional):
-            name = self._path(folder, channel, chosen, part)
+            source = f"{event_type}/{variant_folder}" if part in replaced else folder
+            name = self._path(source, channel, chosen, part)
             try:
                 text = self.env.get_template(name).render(variables)
                 parts[part] = text.translate(PLAIN_SPACES) if channel in PLAIN_TEXT_CHANNELS else text

@@ -27,6 +27,7 @@ from consumers.cli.asyncapi_topics import (
     STATUS_WEBHOOK_DEAD_LETTER_HEADERS,
     TAGS,
     describe_topic,
+    rating_model,
     reply_models,
 )
 from consumers.cli.base import console
@@ -134,6 +135,10 @@ def _messages() -> dict[str, dict[str, Any]]:
             "ReplyAnswer", "Answer to a question", "An answer to a message that asked (type `<event "
             "type>.confirmed` or `<event type>.cancelled`).", {"$ref": SCHEMA_REF + "ReplyAnswer"},
             "The recipient id."),
+        "ReplyRating": _message(
+            "ReplyRating", "Survey rating", "A rating of a survey type (type `<event type>.rated`): the score, "
+            "its scale and the message it rates.", {"$ref": SCHEMA_REF + "ReplyRating"}, "The recipient id.",
+            description="A person may rate one message again: the latest `at` per `message_id` counts."),
         "Preferences": _message(
             "Preferences", "Preferences", "What a person allows and prefers; the latest document per key wins.",
             {"$ref": SCHEMA_REF + "Preferences"}, "The recipient id (`recipient_id`).", headers=store_headers,
@@ -227,7 +232,7 @@ def asyncapi_document() -> dict[str, Any]:
             }
     received, answer = reply_models()
     models: list[type[BaseModel]] = [CloudEvent, EventData, Dispatch, DeliveryStatus, received, answer, Preferences,
-                                     Receipt, MessageContent]
+                                     Receipt, MessageContent, rating_model()]
     used = {name for channel in channels.values() for name in channel["messages"]}
     return {
         "asyncapi": ASYNCAPI_VERSION,

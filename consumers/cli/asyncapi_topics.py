@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -61,6 +62,11 @@ STATE_KEYS: dict[str, str] = {
                              "sealed with HERALD_SECRET).",
     "state.status_outbox": "A status's `webhook-id`: the status waiting for its tenant's endpoint, in the status "
                            "record's partition (deleted once delivered or dead-lettered).",
+    "state.digests": "A hash of tenant, recipient id, type and `digest.key` value: the open digest collecting "
+                     "those events, in the partition of the events (deleted once its message is published).",
+    "state.conversions": "`recipient id|goal|goal type` (the messages of the types with that goal) and `recipient "
+                         "id|sent|message id` (a sent one that may convert): in the partition of the recipient's "
+                         "events, deleted when the conversion window is over.",
 }
 
 # herald.webhooks.deadletter's headers (consumers/pipeline/status_outbox.py `Outbox.dead_letter`): name ->
@@ -111,6 +117,34 @@ class ReplyAnswerData(BaseModel):
     channel: str = Field(description="Channel of the answer.", examples=["sms"])
     answer: str | None = Field(description="The text or digits as received.", examples=["1"])
     meaning: Literal["confirm", "cancel"] = Field(description="What the answer means.")
+
+
+class ReplyRatingData(BaseModel):
+    """`data` of a survey rating (consumers/inbound/replies.py `rating_cloudevent`), e.g. `service.survey.rated`:
+    besides these, the fields of the message's payload its type's `survey.question.keep` names (`ticket_id`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    message_id: str = Field(description="Herald's message that asked for the rating.", examples=["msg-3f2a9c"])
+    event_id: str | None = Field(description="The event of that message.", examples=["evt-81ac"])
+    recipient_id: str = Field(description="The person who rated.", examples=["user-42"])
+    recipient: str | None = Field(description="Keyed hash of the address that answered: `recipient` on "
+                                  "herald.status (never the address).", examples=["sha256:9f86d0…"])
+    channel: Literal["voice", "sms", "whatsapp"] = Field(description="Channel of the rating.", examples=["voice"])
+    score: int = Field(ge=1, le=9, description="The rating, from 1 to `scale`.", examples=[4])
+    scale: int = Field(ge=2, le=9, description="The survey's scale (the catalog's `survey.scale`).", examples=[5])
+    answer: str | None = Field(description="The digit or text as received.", examples=["4 stars"])
+    at: datetime = Field(description="When the person answered.")
+
+
+@functools.cache
+def rating_model() -> type[CloudEvent]:
+    """The survey ratings on `herald.replies` (type `<event type>.rated`)."""
+    from schemas.events import CloudEvent
+
+    return create_model("ReplyRating", __base__=CloudEvent, __doc__=(
+        "A rating of a survey type (type `<event type>.rated`); key: the recipient id. A person may rate again: "
+        "the latest `at` per `message_id` counts."), data=(ReplyRatingData, Field(description="The rating.")))
 
 
 @functools.cache
@@ -171,13 +205,16 @@ def describe_topic(short: str) -> TopicDoc:
                     "`herald trace`, and, with HERALD_API_KEYS, Faust agent `status_webhooks` (group `herald`), "
                     "which POSTs each tenant's statuses to the endpoint it registered."),
         "replies": TopicDoc(
-            "What people answered: raw replies and keywords, and answers to questions Herald asked.",
-            ("ReplyReceived", "ReplyAnswer"), send="Provider webhooks (replies) and the answer reader.",
-            receive=None),
+            "What people answered: raw replies and keywords, answers to questions Herald asked, and survey ratings.",
+            ("ReplyReceived", "ReplyAnswer", "ReplyRating"), send="Provider webhooks (replies) and the answer reader.",
+            receive="Every worker's ratings index (the rates page of `/console`; `<type>.rated` only), while "
+                    "HERALD_ADMIN_TOKEN is set."),
         "preferences": TopicDoc(
-            "The consent and preference ledger (compacted): the latest `Preferences` per recipient id.",
+            "The consent and preference ledger (compacted): the latest `Preferences` per recipient id, and per "
+            "`@<tenant>/<recipient id>` a tenant's own preference-topic choices for the person.",
             ("Preferences",), send="`herald prefs`, STOP/START replies, unsubscribe links, bounces and complaints, "
-            "`herald forget`.", receive="Every worker (the consent check before each send)."),
+            "`herald forget`, the preferences API and the preference page.",
+            receive="Every worker (the consent check before each send)."),
         "deadletter": TopicDoc(
             "Records Herald could not process: the original bytes and key, the reason in headers.",
             ("DeadLetter",), send="Every stage that gives up on a record.",

@@ -160,7 +160,8 @@ def forget(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e
                 addresses = [("email", a) for a in email or []] + [
                     (c, p) for p in phone or [] for c in ("sms", "whatsapp", "voice")]
                 result = await erase({name: getattr(state, name) for name in (
-                    "preferences", "caps", "schedules", "sends", "documents", "contacts", "consent")},
+                    "preferences", "caps", "schedules", "sends", "documents", "contacts", "consent", "digests",
+                    "conversions")},
                     recipient_id, secret=secret, addresses=addresses,
                     cancelled=lambda d: statuses.for_dispatch(d, Status.CANCELLED, detail="erased"))
             for store in state.stores():

@@ -17,6 +17,7 @@ from channels.rendering.preview import (
     type_channels,
 )
 from channels.rendering.render import Rendered, Renderer
+from channels.rendering.variants import render_variants
 from channels.segments import sms_segments
 from consumers.app import load_catalog
 from schemas.settings import Settings
@@ -45,6 +46,8 @@ def check_templates(settings: Settings) -> tuple[list[str], list[str], int]:
     warnings: list[str] = []
     count = 0
     for event_type, entry in catalog.types.items():
+        variant_problems, variant_renders = render_variants(renderer, event_type, entry, locales)  # variants' own
+        problems, count = problems + variant_problems, count + variant_renders
         for channel in type_channels(entry):
             for locale in locales:
                 found = renderer.resolve(event_type, channel, locale)
@@ -56,7 +59,7 @@ def check_templates(settings: Settings) -> tuple[list[str], list[str], int]:
                         f"{event_type}/{channel}: no {locale} template (falls back to {found[1]})")
                 for to in SAMPLE_RECIPIENTS:
                     try:
-                        rendered = render_sample(renderer, event_type, channel, locale, entry.sample, to=to)
+                        rendered = render_sample(renderer, event_type, channel, locale, entry.template_payload(), to=to)
                         count += 1
                     except RenderError as exc:
                         problems.append(f"{event_type}/{channel}.{locale}: {exc}")
@@ -96,6 +99,6 @@ def preview(settings: Settings, event_type: str, channel: str, locale: str, time
     if renderer.resolve_locale(event_type, channel, locale) is None:
         raise LookupError(f"no {channel} template for {event_type}")
     note = locale_note(renderer, event_type, channel, locale)
-    rendered = render_sample(renderer, event_type, channel, locale, entry.sample if payload is None else payload,
+    rendered = render_sample(renderer, event_type, channel, locale, entry.template_payload(payload),
                              timezone=timezone, message_id="msg-preview")
     return Preview(rendered, [note] if note else [])

@@ -1,5 +1,6 @@
-"""The rates page (`/console/rates`): delivery, open, click, reply and failure rates per event type, channel and
-locale over a window (the last hour, day or week, or from/to), as a table with the counts beside every rate, a bar
+"""The rates page (`/console/rates`): delivery, open, click, reply, conversion and failure rates per event type,
+channel, locale and variant over a window (the last hour, day or week, or from/to), as a table with the counts and
+95% interval beside every rate, the variants of each group compared with their reference (`rates_stats`), a bar
 chart per rate and a time series of sent and failed, from the timeline index (`consumers.console.rates_query`)."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from aiohttp import web
 from markupsafe import Markup
 
 from consumers.console.rates_query import GROUP_LABELS, GROUPINGS, RATES, THIN, Rates, RatesCache, Window, summarize
+from consumers.console.rates_stats import compare_variants
+from consumers.console.ratings_query import ratings_section
 from consumers.console.svg import Bar, bar_chart, series_chart
 from consumers.console.views import context, page
 
@@ -20,6 +23,7 @@ DEFAULT_WINDOW, DEFAULT_GROUPING = "24h", ("channel",)
 CHART_GROUPS = 25  # bars per chart: the table lists every group
 RATE_TITLES = {"delivery": "Delivery rate (delivered / sent)", "open": "Open rate (opened / sent, email)",
                "click": "Click rate (clicked / sent)", "reply": "Reply rate (replied / sent)",
+               "conversion": "Conversion rate (converted / sent)",
                "failure": "Failure rate (failed, bounced, expired, dead-lettered / accepted)"}
 EXTRAS_KEY = "rates_cache"
 LOCAL = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends
@@ -96,12 +100,14 @@ async def _rates(request: web.Request) -> web.Response:
                           ("sent", "failed"), bucket)
     start, end = (datetime.fromtimestamp(t, UTC) for t in (window.start, window.end))
     return page(request, "rates.html", title="Rates", rates=rates, charts=charts(rates, tracking), series=series,
+                ratings=await ratings_section(ctx, window, grouping),
                 windows=[(k, v[0]) for k, v in WINDOWS.items()], chosen=chosen, problem=problem,
                 groupings=[(g, GROUP_LABELS[g]) for g in GROUPINGS], grouping=grouping,
                 from_value=request.query.get("from", f"{start:{LOCAL}}"),
                 to_value=request.query.get("to", f"{end:{LOCAL}}"), start=start, end=end, thin=THIN,
                 tracking=tracking, rate_names=RATES, by=by(grouping), bucket=bucket,
-                chart_groups=CHART_GROUPS)
+                chart_groups=CHART_GROUPS, comparisons=compare_variants(
+                    rates.groups, rates.grouping, [r for r in RATES if r != "open" or tracking]))
 
 
 def routes() -> list[web.RouteDef]:

@@ -1,17 +1,20 @@
 """The rates page's numbers, from the timeline index of `herald.status`: per message, which steps it reached in a
-window; per group (event type, channel, locale), how many messages reached each; and the rates between them.
+window; per group (event type, channel, locale, variant), how many messages reached each; and the rates between
+them.
 
 Definitions (distinct messages, statuses within the window):
 - accepted: messages Herald took on (`accepted`, `scheduled` or `sent`); sent: messages that reached `sent`.
 - delivery = delivered (or read) / sent; open = opened / sent, email only; click = clicked / sent;
-  reply = replied / sent; failure = failed, bounced, expired or dead-lettered / accepted.
+  reply = replied / sent; conversion = converted / sent (the `converted` status must fall in the window too: a
+  message sent near its end may convert after it); failure = failed, bounced, expired or dead-lettered / accepted.
 A numerator counts only messages of its denominator, so no rate passes 100%; a message neither accepted nor sent
 in the window (a rejected event, a late receipt of an older message) counts nowhere. A message takes its type,
-channel and locale from whichever of its statuses name them (receipts carry no locale; `sent` does). A rate over
-fewer than `THIN` messages is marked thin: noise, not a result.
+channel, locale and variant from whichever of its statuses name them (receipts carry no locale; `sent` does). A rate
+over fewer than `THIN` messages is marked thin: noise, not a result; every rate has its 95% Wilson score interval
+(consumers/console/rates_stats.py), and variants are compared there.
 
-One SQL query per window (an `at` range on the index, grouped by message, then by type, channel, locale and time
-bucket) gives every grouping; the page sums its rows in Python.
+One SQL query per window (an `at` range on the index, grouped by message, then by type, channel, locale, variant
+and time bucket) gives every grouping; the page sums its rows in Python.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from consumers.console.rates_stats import wilson
 from schemas.status import Status
 
 THIN = 20  # messages: a rate over fewer is shown greyed out
-GROUPINGS = ("event_type", "channel", "locale")
-GROUP_LABELS = {"event_type": "type", "channel": "channel", "locale": "locale"}
-RATES = ("delivery", "open", "click", "reply", "failure")
+GROUPINGS = ("event_type", "channel", "locale", "variant")
+GROUP_LABELS = {"event_type": "type", "channel": "channel", "locale": "locale", "variant": "variant"}
+RATES = ("delivery", "open", "click", "reply", "conversion", "failure")
 TAKEN = (Status.ACCEPTED, Status.SCHEDULED, Status.SENT)
 DELIVERED = (Status.DELIVERED, Status.READ)
 FAILURES = (Status.FAILED, Status.BOUNCED, Status.EXPIRED, Status.DEAD_LETTERED)
@@ -42,22 +46,23 @@ def _in(statuses: Iterable[Status]) -> str:
 
 SQL = f"""
 WITH m AS (
-  SELECT MAX(event_type) AS event_type, MAX(channel) AS channel, MAX(locale) AS locale,
+  SELECT MAX(event_type) AS event_type, MAX(channel) AS channel, MAX(locale) AS locale, MAX(variant) AS variant,
          MAX(status IN ({_in(TAKEN)})) AS taken,
          MIN(CASE WHEN status = '{Status.SENT.value}' THEN at END) AS sent_at,
          MAX(status IN ({_in(DELIVERED)})) AS delivered,
          MAX(status = '{Status.OPENED.value}') AS opened,
          MAX(status = '{Status.CLICKED.value}') AS clicked,
          MAX(status = '{Status.REPLIED.value}') AS replied,
+         MAX(status = '{Status.CONVERTED.value}') AS converted,
          MIN(CASE WHEN status IN ({_in(FAILURES)}) THEN at END) AS failed_at
   FROM statuses WHERE at >= :start AND at < :end GROUP BY message_id)
-SELECT event_type, channel, locale,
+SELECT event_type, channel, locale, variant,
        CAST((sent_at - :origin) / :bucket AS INTEGER) AS sent_bucket,
        CASE WHEN taken THEN CAST((failed_at - :origin) / :bucket AS INTEGER) END AS failed_bucket,
        SUM(taken), COUNT(sent_at), SUM(sent_at IS NOT NULL AND delivered), SUM(sent_at IS NOT NULL AND opened),
        SUM(sent_at IS NOT NULL AND clicked), SUM(sent_at IS NOT NULL AND replied),
-       SUM(taken AND failed_at IS NOT NULL)
-FROM m WHERE taken OR sent_at IS NOT NULL GROUP BY 1, 2, 3, 4, 5
+       SUM(taken AND failed_at IS NOT NULL), SUM(sent_at IS NOT NULL AND converted)
+FROM m WHERE taken OR sent_at IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6
 """
 
 
@@ -115,6 +120,16 @@ class Rate:
     def text(self) -> str:
         return "\u2013" if self.value is None else f"{self.value * 100:.1f}%"
 
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% Wilson score interval of the rate; None without a denominator."""
+        return wilson(self.numerator, self.denominator) if self.denominator else None
+
+    @property
+    def interval_text(self) -> str:
+        low_high = self.interval
+        return "" if low_high is None else f"95% CI {low_high[0] * 100:.1f}\u2013{low_high[1] * 100:.1f}%"
+
 
 @dataclass
 class Counts:
@@ -126,6 +141,7 @@ class Counts:
     clicked: int = 0
     replied: int = 0
     failed: int = 0
+    converted: int = 0
 
     def add(self, other: Counts) -> None:
         for name in vars(self):
@@ -134,16 +150,18 @@ class Counts:
     def rates(self) -> dict[str, Rate]:
         return {"delivery": Rate(self.delivered, self.sent), "open": Rate(self.opened, self.sent_email),
                 "click": Rate(self.clicked, self.sent), "reply": Rate(self.replied, self.sent),
+                "conversion": Rate(self.converted, self.sent),
                 "failure": Rate(self.failed, self.accepted)}
 
 
 @dataclass(frozen=True)
 class Row:
-    """One row of the query: a (type, channel, locale, sent bucket, failed bucket) and its counts."""
+    """One row of the query: a (type, channel, locale, variant, sent bucket, failed bucket) and its counts."""
 
     event_type: str | None
     channel: str | None
     locale: str | None
+    variant: str | None
     sent_bucket: int | None
     failed_bucket: int | None
     counts: Counts
@@ -174,13 +192,14 @@ class Rates:
 
 def rows_of(raw: Sequence[Sequence[Any]]) -> list[Row]:
     rows = []
-    for event_type, channel, locale, sent_b, failed_b, accepted, sent, delivered, opened, clicked, replied, failed \
-            in raw:
+    for (event_type, channel, locale, variant, sent_b, failed_b, accepted, sent, delivered, opened, clicked, replied,
+         failed, converted) in raw:
         counts = Counts(accepted=int(accepted or 0), sent=int(sent or 0), delivered=int(delivered or 0),
-                        clicked=int(clicked or 0), replied=int(replied or 0), failed=int(failed or 0))
+                        clicked=int(clicked or 0), replied=int(replied or 0), failed=int(failed or 0),
+                        converted=int(converted or 0))
         if channel == "email":  # opens are tracked on email only
             counts.sent_email, counts.opened = counts.sent, int(opened or 0)
-        rows.append(Row(event_type, channel, locale, sent_b, failed_b, counts))
+        rows.append(Row(event_type, channel, locale, variant, sent_b, failed_b, counts))
     return rows
 
 

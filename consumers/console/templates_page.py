@@ -177,8 +177,8 @@ async def _email_html(request: web.Request) -> web.Response:
     locale = chosen_locale(request, t.renderer.default_locale)
 
     def render() -> str:
-        return render_sample(t.renderer, event_type, "email", locale, entry.sample, timezone=PREVIEW_TIMEZONE,
-                             template_globals=t.globals_for(ctx, event_type))["html"]
+        return render_sample(t.renderer, event_type, "email", locale, entry.template_payload(),
+                             timezone=PREVIEW_TIMEZONE, template_globals=t.globals_for(ctx, event_type))["html"]
 
     try:
         html = await asyncio.to_thread(render)
@@ -194,8 +194,8 @@ async def _document(request: web.Request) -> web.Response:
     locale = chosen_locale(request, t.renderer.default_locale)
 
     def render() -> bytes | None:
-        rendered = render_sample(t.renderer, event_type, "email", locale, entry.sample, timezone=PREVIEW_TIMEZONE,
-                                 template_globals=t.globals_for(ctx, event_type))
+        rendered = render_sample(t.renderer, event_type, "email", locale, entry.template_payload(),
+                                 timezone=PREVIEW_TIMEZONE, template_globals=t.globals_for(ctx, event_type))
         if "pdf" not in rendered.parts:
             return None
         return sample_document(rendered)

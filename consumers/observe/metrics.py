@@ -73,12 +73,18 @@ class Metrics:
         self.keywords = Counter("herald_keywords_total",
                                 "Inbound STOP/START/HELP keywords; result `unknown_recipient` means no ledger change.",
                                 ["channel", "keyword", "result"], registry=r)
+        self.ratings = Counter("herald_ratings_total", "Survey ratings published to herald.replies (`<type>.rated`), "
+                               "by type, channel and score (1 to the survey's scale, at most 9).",
+                               ["event_type", "channel", "score"], registry=r)
         self.links_refused = Counter("herald_link_requests_refused_total",
                                      "Requests to /unsubscribe and /documents refused before any work: too_large "
                                      "(413) or malformed (input that raised where it should not: a bug, answered "
                                      "400).", ["route", "reason"], registry=r)
         self.unsubscribes = Counter("herald_unsubscribes_total", "One-click unsubscribes (RFC 8058) by channel.",
                                     ["channel"], registry=r)
+        self.preference_updates = Counter("herald_preference_updates_total", "Preference topic choices saved, by "
+                                          "where: api (the preferences API) or page (the hosted preference page).",
+                                          ["source"], registry=r)
         self.tracking = Counter("herald_tracking_total", "Email open pixels (`open`) and click links (`click`) "
                                 "requested, by result: ok (status published), repeated (same one within the "
                                 "repeat window: not published again), forbidden (unsigned or tampered: 403), "

@@ -1,5 +1,5 @@
 """The message timeline's index: statuses of `herald.status` in a SQLite file, by message, event, tenant and
-recipient, with the columns the console filters and counts by (type, channel, status, locale, provider).
+recipient, with the columns the console filters and counts by (type, channel, status, locale, provider, variant).
 
 A row keeps the status's JSON as published, validated into a `DeliveryStatus` when it is read back; the columns are
 copies of its fields, read with orjson (a worker catching up reads a week of statuses). The file carries its schema
@@ -37,22 +37,23 @@ CREATE TABLE IF NOT EXISTS statuses (
     status TEXT NOT NULL,
     locale TEXT,
     provider TEXT,
+    variant TEXT,
     value BLOB NOT NULL,
     PRIMARY KEY (partition, offset)
 );
 CREATE INDEX IF NOT EXISTS statuses_message ON statuses (message_id);
 CREATE INDEX IF NOT EXISTS statuses_event ON statuses (event_id) WHERE event_id IS NOT NULL;
 -- By time, with the columns the console's tail filters by and its rates count by: read from this index alone.
-CREATE INDEX IF NOT EXISTS statuses_at ON statuses (at, event_type, channel, status, locale, message_id);
+CREATE INDEX IF NOT EXISTS statuses_at ON statuses (at, event_type, channel, status, locale, variant, message_id);
 CREATE INDEX IF NOT EXISTS statuses_recipient ON statuses (recipient) WHERE recipient IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tenants (tenant TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS positions (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
 """
 
-SCHEMA_VERSION = 3  # 2: the recipient, type, channel, status, locale and provider columns; 3: the `at` index
-# carries type, channel, status, locale and message id
+SCHEMA_VERSION = 4  # 2: the recipient, type, channel, status, locale and provider columns; 3: the `at` index
+# carries type, channel, status, locale and message id; 4: the `variant` column (in the `at` index too)
 COLUMNS = ("message_id", "event_id", "tenant", "at", "recipient", "event_type", "channel", "status", "locale",
-           "provider")
+           "provider", "variant")
 MAX_TIMELINES = 100  # per lookup: an event fans out to a few messages, a key to a few events
 SQL_BATCH = 500  # ids per `IN (…)`: under SQLite's oldest limit on bound parameters (999)
 
@@ -120,7 +121,7 @@ def _columns(value: bytes | None) -> tuple[Any, ...] | None:
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
     return (message_id, _text(doc, "event_id"), _text(doc, "tenant") or "", when.timestamp(),
             _text(doc, "recipient"), _text(doc, "event_type"), _text(doc, "channel"), status,
-            _text(doc, "locale"), _text(doc, "provider"))
+            _text(doc, "locale"), _text(doc, "provider"), _text(doc, "variant"))
 
 
 class TimelineIndex:

@@ -24,6 +24,7 @@ from consumers.pipeline.outlets import Outlets
 from consumers.pipeline.records import Record
 from consumers.pipeline.router import ConsentCheck, describe_validation_error
 from consumers.pipeline.scheduler import Scheduler
+from consumers.pipeline.variants import variant_folder
 from consumers.state.documents import Documents
 from consumers.state.sends import SendLedger
 from schemas.catalog import Catalog
@@ -33,7 +34,8 @@ from schemas.status import Status
 log = logging.getLogger(__name__)
 
 
-def _consents(recipient_id: str, category: str, channel: str, address: str) -> str | None:
+def _consents(recipient_id: str, category: str, channel: str, address: str, /, *, event_type: str | None = None,
+              tenant: str | None = None) -> str | None:
     return None
 
 
@@ -165,7 +167,8 @@ class DeliveryStage:
             self.metrics.resends.labels(d.channel).inc()  # at most one duplicate, and it is counted
         sender = self.senders.get(d.channel)
         address = d.to.address_for(d.channel)
-        if address is not None and (refusal := self.hooks.consent(d.to.id, d.category, d.channel, address)):
+        if address is not None and (refusal := self.hooks.consent(d.to.id, d.category, d.channel, address,
+                                                                  event_type=d.event_type, tenant=d.tenant)):
             # Checked again at send time: a STOP that arrived while the message was queued stops it.
             await self.statuses.for_dispatch(d, Status.SUPPRESSED, detail=refusal)
             return
@@ -181,7 +184,7 @@ class DeliveryStage:
                 d.event_type, d.channel, locale=d.to.locale, timezone=d.to.timezone,
                 context={**self.template_globals, "to": d.to.model_dump(mode="json"), "payload": d.payload,
                          "message_id": d.message_id, "event_id": d.event_id, "tenant": d.tenant,
-                         "document_url": document_url})
+                         "document_url": document_url}, variant_folder=variant_folder(self.catalog, d))
             if document_url:
                 await self.documents.remember(d)
             attachments = await self._attachments(d, rendered)
@@ -219,7 +222,8 @@ class DeliveryStage:
         if d.channel != "email" or ("pdf" not in rendered.parts and not d.payload.get("attachments")):
             return ()
         return await asyncio.to_thread(attachments_for, rendered, d.payload, title=rendered["subject"],
-                                       filename=f"{d.event_type.split('.')[0]}.pdf", created_at=d.event_time)
+                                       filename=f"{d.event_type.split('.')[0]}.pdf", created_at=d.event_time,
+                                       facturx=self.documents.facturx(d))
 
     async def _send(self, record: Record, d: Dispatch, sender: Sender, message: OutboundMessage) -> None:
         await self.sends.pending(d)

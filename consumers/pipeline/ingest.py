@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
 
 from consumers.identity import message_id, record_message_id
+from consumers.pipeline.conversions import Attribution
 from consumers.pipeline.deadletter import scrub
+from consumers.pipeline.digests import no_digests
 from consumers.pipeline.outlets import DEFAULT_MAX_RECORD_BYTES, Outlets
 from consumers.pipeline.records import Record, once_durable, publish_dispatch
 from consumers.pipeline.router import Rejection, Router, RouteResult
@@ -55,8 +58,9 @@ class IngestStage:
 
     def __init__(self, router: Router, outlets: Outlets, scheduler: Scheduler, *,
                  max_event_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, goals: Attribution | None = None) -> None:
         self.router = router
+        self.goals = goals  # conversion attribution: goal events convert, types with a goal are tracked
         self.max_event_bytes = max_event_bytes
         self.max_record_bytes = max_record_bytes
         self.publisher = outlets.publisher
@@ -64,6 +68,8 @@ class IngestStage:
         self.dead_letters = outlets.dead_letters
         self.metrics = outlets.metrics
         self.scheduler = scheduler
+        # Where events of a digest type go instead of out (consumers/pipeline/digests.py `install_digests`).
+        self.digests: Callable[[RouteResult, int], Awaitable[None]] = no_digests
 
     async def handle(self, record: Record) -> None:
         size = len(record.value or b"")
@@ -92,6 +98,8 @@ class IngestStage:
         assert event is not None
         if result.cancels:
             await self.scheduler.cancel(result.cancels)
+        if self.goals is not None:
+            await self.goals.observe(result, record.partition, received_at(record))
         event_mid = message_id(event.tenant, event.dedupe_key, "event")
         for flag, status, detail in ((result.expired, Status.EXPIRED, "ttl"),
                                      (result.deduplicated, Status.DEDUPLICATED, "idempotency_key"),
@@ -99,6 +107,9 @@ class IngestStage:
             if flag:
                 await self.statuses.for_event(event_mid, status, event=event, detail=detail)
                 return
+        if result.digest:
+            await self.digests(result, record.partition)
+            return
         await self._carry_out(result, record.partition)
 
     def _oversized(self, result: RouteResult) -> Rejection | None:

@@ -12,13 +12,16 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import orjson
 from pydantic import ValidationError
 
 from consumers.clock import utcnow
 from consumers.identity import idempotency_key, message_id
+from consumers.pipeline.digests import digest_payloads
 from consumers.pipeline.policy import cap_key, dedupe_key, next_send_time, quiet_hours_apply, send_window
+from consumers.pipeline.variants import choose_variant
 from consumers.state.kvstore import KeyValueStore, MemoryStore
 from schemas.catalog import Catalog, CatalogEntry, Priority
 from schemas.dispatch import Dispatch
@@ -54,6 +57,7 @@ class RouteResult:
     cancels: list[str] = field(default_factory=list)  # cancel keys of pending messages to cancel
     dedupe_key: str | None = None  # to record once the dispatches are out
     cap_key: str | None = None  # frequency-cap counter to increment
+    digest: bool = False  # collected into a digest (catalog `digest`; consumers/pipeline/digests.py), not sent alone
 
     @property
     def outcome(self) -> str:
@@ -65,6 +69,8 @@ class RouteResult:
             return "deduplicated"
         if self.suppressed:
             return "suppressed"
+        if self.digest:
+            return "digested"
         if self.cancels and not (self.dispatches or self.scheduled):
             return "cancelled"
         return "scheduled" if self.scheduled and not self.dispatches else "accepted"
@@ -113,7 +119,9 @@ def check_event(event: CloudEvent, catalog: Catalog, *, now: datetime,
         # producer put in the wrong field.
         named = event.type if len(event.type) <= 64 and TYPE_NAME.fullmatch(event.type) else "(not a type name)"
         return Rejection("unknown_type", f"unknown event type {named}")
-    if missing := [f for f in entry.required if f not in event.data.payload]:
+    # A digest's message (consumers/pipeline/digests.py) carries the collected payloads: each has the fields.
+    payloads = digest_payloads(event, entry) or [event.data.payload]
+    if missing := [f for f in entry.required if any(not isinstance(p, dict) or f not in p for p in payloads)]:
         return Rejection("missing_payload_field", f"payload lacks {', '.join(missing)}")
     return entry
 
@@ -134,10 +142,16 @@ def candidates(event: CloudEvent, entry: CatalogEntry, channels: Collection[str]
     return found
 
 
-ConsentCheck = Callable[[str, str, str, str], str | None]  # (recipient id, category, channel, address) -> reason
+class ConsentCheck(Protocol):
+    """Why a message may not go to `address` on `channel` (a status `detail`), or None. The router and the delivery
+    stage name the type and tenant, so the person's preference topics apply (consumers/hooks.py `consent_check`)."""
+
+    def __call__(self, recipient_id: str, category: str, channel: str, address: str, /, *,
+                 event_type: str | None = None, tenant: str | None = None) -> str | None: ...
 
 
-def never_refuse(recipient_id: str, category: str, channel: str, address: str) -> str | None:
+def never_refuse(recipient_id: str, category: str, channel: str, address: str, /, *,
+                 event_type: str | None = None, tenant: str | None = None) -> str | None:
     return None
 
 
@@ -206,8 +220,8 @@ class Router:
         if entry.cancels and entry.cancel_key:
             value_key = str(event.data.payload[entry.cancel_key])
             result.cancels = [f"{t}|{value_key}" for t in entry.cancels]
-            if not entry.channels:
-                return result
+        if not entry.channels:  # it only cancels, or only counts as a goal (the ingest stage attributes it)
+            return result
 
         event_time = event.time or received_at or now
         if event_time + entry.ttl <= now and not entry.schedule and not event.sendat:
@@ -225,7 +239,11 @@ class Router:
         if not candidates:
             result.rejection = Rejection("no_channel", "recipient has no address on any channel this type uses")
             return result
-        refusals = [(c, a, self.consent(event.data.to.id, entry.category.value, c, a)) for c, a in candidates]
+        if entry.digest is not None and digest_payloads(event, entry) is None:
+            result.digest = True  # policy applies to the digest's message, when it closes
+            return result
+        refusals = [(c, a, self.consent(event.data.to.id, entry.category.value, c, a, event_type=event.type,
+                                        tenant=event.tenant)) for c, a in candidates]
         allowed = [(c, a) for c, a, reason in refusals if reason is None]
         if not allowed:
             result.suppressed = refusals[0][2]
@@ -254,8 +272,9 @@ class Router:
             if quiet_hours_apply(entry, priority) and (later := next_send_time(due, event.data.to.timezone, window)):
                 due, reason = later, "quiet_hours"
             basis = event.dedupe_key if len(dues) == 1 else f"{event.dedupe_key}|{index}"
+            mid = message_id(event.tenant, basis, channel)
             dispatch = Dispatch(
-                message_id=message_id(event.tenant, basis, channel), event_id=event.id, event_type=event.type,
+                message_id=mid, event_id=event.id, event_type=event.type, variant=choose_variant(entry.variants, mid),
                 event_time=event_time, tenant=event.tenant, channel=channel, category=entry.category.value,
                 priority=priority.value, idempotency_key=idempotency_key(basis, channel, address),
                 to=event.data.to, payload=event.data.payload, expires_at=max(due, event_time) + entry.ttl,

@@ -77,6 +77,7 @@ class StatusEmitter:
             recipient=self.recipient(d.channel, d.to.address_for(d.channel)),
             locale=locale, template=f"{d.event_type}/{d.channel}", segments=segments, at=now,
             reported_at=reported_at, latency_ms=self._latency(d.event_time, now), error=error, detail=detail,
+            variant=d.variant,
         )
 
     async def for_dispatch(self, d: Dispatch, status: Status, *, provider: str | None = None,

@@ -39,15 +39,22 @@ class Question(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict, description="What upstream needs to act on an answer: "
                                     "the type's `cancel_key` field.", examples=[{"appointment_id": "APT-5521"}])
     answered: str | None = Field(default=None, description="The meaning of the last answer, once answered.")
+    event_id: str | None = Field(default=None, description="The event of the message that asked.",
+                                 examples=["evt-81ac"])
+    expires_at: datetime | None = Field(default=None, description="No answer is taken after this (a survey's "
+                                        "window); `Conversations.max_age` after `asked_at` in any case.")
 
     @classmethod
     def for_dispatch(cls, dispatch: Dispatch, entry: CatalogEntry, asked_at: datetime) -> Question:
-        """The question a sent dispatch asks (see `asks_question`)."""
-        key = entry.cancel_key
-        payload = {key: dispatch.payload[key]} if key and key in dispatch.payload else {}
+        """The question a sent dispatch asks (see `asks_question`), with the payload fields its answer carries:
+        the `cancel_key`, and a survey's `question.keep`."""
+        survey = entry.survey
+        keys = [entry.cancel_key, *(survey.question.keep if survey else ())]
+        payload = {key: dispatch.payload[key] for key in keys if key and key in dispatch.payload}
         return cls(message_id=dispatch.message_id, recipient_id=dispatch.to.id, event_type=dispatch.event_type,
                    channel=dispatch.channel, locale=dispatch.to.locale, asked_at=asked_at, tenant=dispatch.tenant,
-                   payload=payload)
+                   payload=payload, event_id=dispatch.event_id,
+                   expires_at=asked_at + survey.window(entry.ttl) if survey else None)
 
 
 def address_key(channel: str, address: str) -> str:
@@ -102,9 +109,12 @@ class Conversations:
         await self.store.put(key, question.model_dump_json().encode())
 
     def last_question(self, channel: str, address: str, now: datetime | None = None) -> Question | None:
-        """The last question asked on this channel and address; None if none, or older than `max_age` at `now`."""
+        """The last question asked on this channel and address; None if none, or older than `max_age` (or past
+        its own `expires_at`) at `now`."""
         question = self._find(channel, address)
-        if question is None or (now is not None and now - question.asked_at > self.max_age):
+        if question is None or (now is not None and (now - question.asked_at > self.max_age
+                                                     or (question.expires_at is not None
+                                                         and now >= question.expires_at))):
             return None
         return question
 

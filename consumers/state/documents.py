@@ -4,7 +4,8 @@ An SMS cannot carry a PDF, so the delivery stage keeps the dispatch in `herald.s
 message id (a `TopicStore`: it survives crashes, and every worker holds it, so any worker's web server can
 answer the link) and puts a signed link in the message. The retention janitor deletes it when the message
 expires, which is also when the link stops working. The PDF is rendered on request, in the recipient's
-language, from the same `email.<locale>.pdf.j2` template the email attaches.
+language, from the same `email.<locale>.pdf.j2` template the email attaches, and it is the same document: a
+Factur-X invoice for the tenants in `HERALD_FACTURX_TENANTS` (`facturx`, which the email's attachment asks too).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from channels.rendering.pdf import html_to_pdf
+from channels.rendering.facturx import document_pdf, parse_tenants, wants_facturx
 from channels.rendering.render import Renderer
 from channels.signatures import unix_seconds
 from consumers.identity import KeyRing
@@ -28,13 +29,19 @@ class Documents:
     """Remembers dispatches whose type has a document, signs links to it, and renders it on request."""
 
     def __init__(self, store: KeyValueStore, renderer: Renderer, secret: bytes | KeyRing, public_url: str, *,
-                 template_globals: Mapping[str, Any], clock: Callable[[], datetime]) -> None:
+                 template_globals: Mapping[str, Any], clock: Callable[[], datetime],
+                 facturx_tenants: str = "") -> None:
         self.store = store
         self.renderer = renderer
         self.secret = KeyRing.of(secret)  # the current secret signs; any in the ring verifies (rotation)
         self.public_url = public_url.rstrip("/")
         self.template_globals = dict(template_globals)
         self.clock = clock
+        self.facturx_tenants = parse_tenants(facturx_tenants)  # HERALD_FACTURX_TENANTS
+
+    def facturx(self, d: Dispatch) -> bool:
+        """Whether the dispatch's invoice goes out as Factur-X (its tenant is in HERALD_FACTURX_TENANTS)."""
+        return wants_facturx(self.facturx_tenants, d.tenant)
 
     def has_document(self, event_type: str) -> bool:
         root, locale = self.renderer.root, self.renderer.default_locale
@@ -74,5 +81,5 @@ class Documents:
                                         context={**self.template_globals, "to": d.to.model_dump(mode="json"),
                                                  "payload": d.payload, "message_id": d.message_id,
                                                  "event_id": d.event_id, "tenant": d.tenant})
-        return await asyncio.to_thread(html_to_pdf, rendered["pdf"], title=rendered["subject"],
-                                       created_at=d.event_time)
+        return await asyncio.to_thread(document_pdf, rendered["pdf"], d.payload, title=rendered["subject"],
+                                       created_at=d.event_time, facturx=self.facturx(d))

@@ -3,10 +3,12 @@
 Herald's state lives in compacted topics (`consumers/state/kvstore.py`); erasing is writing tombstones, which every
 running worker applies to its replica at once and compaction then removes from the log. What is erased:
 
-- the preference document (`herald.preferences`), frequency-cap counters (`herald.state.caps`);
+- the preference document (`herald.preferences`), frequency-cap counters (`herald.state.caps`), messages that may
+  still convert (`herald.state.conversions`);
 - messages waiting to be sent (`herald.state.schedules`: each gets a `cancelled` status with detail `erased`),
   send-ledger records (`herald.state.sends`) and document-link records (`herald.state.documents`), which hold
-  the person's addresses and the message's payload;
+  the person's addresses and the message's payload; open digests (`herald.state.digests`), whose events are then
+  never sent;
 - open questions and address-to-person links (`herald.state.contacts`) for every address found in those
   records or given on the command line.
 
@@ -26,8 +28,10 @@ import orjson
 from pydantic import ValidationError
 
 from consumers.state.conversations import Conversations
+from consumers.state.digests import DigestStore
 from consumers.state.kvstore import KeyValueStore
 from consumers.state.preferences import PROMOTIONAL_PREFIX, AddressConsent
+from consumers.state.topic_choices import split_key
 from schemas.dispatch import Dispatch
 
 log = logging.getLogger(__name__)
@@ -112,11 +116,14 @@ async def forget(stores: Mapping[str, KeyValueStore], recipient_id: str, *, secr
     result = Erasure()
     found: set[tuple[str, str]] = set(addresses)
 
-    preferences = stores["preferences"]
-    result.deleted["preferences"] = await _delete(preferences, [recipient_id] if preferences.get(recipient_id)
-                                                  else [])
+    preferences = stores["preferences"]  # the person's own document and every tenant's (`@<tenant>/<id>`)
+    result.deleted["preferences"] = await _delete(preferences, [k for k in preferences.list_keys()
+                                                                if split_key(k)[1] == recipient_id])
     caps = stores["caps"]
     result.deleted["caps"] = await _delete(caps, [k for k in caps.list_keys() if k.startswith(f"{recipient_id}|")])
+    if (goals := stores.get("conversions")) is not None:  # keyed `<recipient id>|…` too
+        result.deleted["conversions"] = await _delete(goals, [k for k in goals.list_keys()
+                                                              if k.startswith(f"{recipient_id}|")])
 
     for name in ("schedules", "sends", "documents"):
         store, doomed = stores[name], []
@@ -130,6 +137,8 @@ async def forget(stores: Mapping[str, KeyValueStore], recipient_id: str, *, secr
                 result.cancelled.append(d.message_id)
                 await cancelled(d)
         result.deleted[name] = await _delete(store, doomed)
+    if (digests := stores.get("digests")) is not None:  # open digests: their events would still be sent
+        result.deleted["digests"] = await DigestStore(digests).erase(recipient_id)
 
     contacts = stores["contacts"]
     conversations = Conversations(contacts, secret)

@@ -12,7 +12,9 @@ class KeyValueStore(Protocol):
     `partition` on a write places the key in that partition of the store's topic (the partition of the record
     being handled, so the state of a recipient lives where its events do); without it, a key stays where it is,
     and a new one goes where its own hash puts it, like a Kafka producer's default partitioner.
-    `ready(partition)` returns once that partition's state is here.
+    `ready(partition)` returns once that partition's state is here. `list_keys` and `items` iterate over every key
+    (with its value) without holding them all in memory at once (a `TopicStore` reads them from disk a page at a
+    time), and without filling a cache.
     """
 
     async def ready(self, partition: int | None = None) -> None: ...
@@ -24,6 +26,8 @@ class KeyValueStore(Protocol):
     async def delete(self, key: str, *, partition: int | None = None) -> None: ...
 
     def list_keys(self) -> Iterator[str]: ...
+
+    def items(self) -> Iterator[tuple[str, bytes]]: ...
 
 
 class MemoryStore:
@@ -46,3 +50,6 @@ class MemoryStore:
 
     def list_keys(self) -> Iterator[str]:
         return iter(list(self.data))
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        return iter(list(self.data.items()))

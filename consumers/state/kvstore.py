@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 FENCE_PREFIX = b"__herald_fence__/"
 WRITER_HEADER = "herald-writer"
 CACHE_KEYS = 2048  # per store: the keys read or written lately (ledger pending -> sent, dedupe check -> put)
+SCAN_PAGE = 500  # keys per page of `list_keys` and `items`: what a scan holds in memory, whatever the store's size
 RESUME_WITHIN = 12 * 3600.0  # seconds; half of Kafka's default delete.retention.ms (tombstones kept 24 h)
 
 
@@ -341,13 +342,31 @@ class TopicStore:
             await sent
 
     def list_keys(self) -> Iterator[str]:
-        keys = dict.fromkeys(self._db.keys(self._served)) if self._db is not None else {}
-        for key, (_, _, value) in list(self._overlay.items()):
-            if value is None:
-                keys.pop(key, None)
-            else:
-                keys[key] = None
-        return iter(list(keys))
+        """Every key, read from disk a page at a time (see `items`)."""
+        return (key for key, _ in self._scan(values=False))
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        """Every (key, value), read from disk a page at a time past the cache: a sweep over every key holds one
+        page in memory, however many keys the store has, and leaves the cache to the keys in use. This worker's
+        writes not read back yet count; a key written while the scan runs may or may not show."""
+        return ((key, value) for key, value in self._scan(values=True) if value is not None)
+
+    def _scan(self, *, values: bool) -> Iterator[tuple[str, bytes | None]]:
+        pending = dict(self._overlay)  # own writes: they win over the copy on disk, and come last
+        after: str | None = None
+        while self._db is not None:
+            page: Sequence[tuple[str, bytes | None]] = (
+                self._db.page(self._served, after, SCAN_PAGE) if values
+                else [(key, None) for key in self._db.key_page(self._served, after, SCAN_PAGE)])
+            for key, value in page:
+                if key != after and key not in pending:  # a key in two partitions' rows shows once
+                    yield key, value
+                after = key
+            if len(page) < SCAN_PAGE:
+                break
+        for key, (_, _, value) in pending.items():
+            if value is not None:
+                yield key, value
 
     async def flush(self) -> None:
         if self._producer is not None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -60,10 +61,26 @@ class LocalDb:
         found = self.lookup(key, partitions)
         return found[1] if found else None
 
-    def keys(self, partitions: Iterable[int]) -> Iterator[str]:
-        for partition in sorted(set(partitions)):
-            for (key,) in self._db.execute("SELECT key FROM kv WHERE partition = ?", (partition,)).fetchall():
-                yield str(key)
+    def page(self, partitions: Iterable[int], after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        """Up to `limit` (key, value) of `partitions` in key order, from the first key after `after` (None: from
+        the first key): a scan a page at a time holds one page in memory, however many keys the store has."""
+        return [(str(key), bytes(value)) for key, value in self._page("key, value", partitions, after, limit)]
+
+    def key_page(self, partitions: Iterable[int], after: str | None, limit: int) -> list[str]:
+        """`page` without the values."""
+        return [str(key) for (key,) in self._page("key", partitions, after, limit)]
+
+    def _page(self, columns: str, partitions: Iterable[int], after: str | None, limit: int) -> list[Any]:
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        # The primary key (key, partition) orders the rows: each page is a range read, and writes between pages
+        # neither repeat nor skip the keys that stay.
+        where = "key > ? AND " if after is not None else ""
+        first = (after,) if after is not None else ()
+        return self._db.execute(f"SELECT {columns} FROM kv WHERE {where}partition IN ({marks}) ORDER BY key LIMIT ?",
+                                (*first, *wanted, limit)).fetchall()
 
     def count(self, partitions: Iterable[int]) -> int:
         wanted = sorted(set(partitions))

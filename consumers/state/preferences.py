@@ -25,6 +25,7 @@ from channels.phone import to_e164
 from consumers.clock import utcnow
 from consumers.identity import KeyRing, recipient_hash
 from consumers.state.kvstore import KeyValueStore
+from consumers.state.topic_choices import ledger_key, topic_refusal
 from schemas.catalog import Channel
 from schemas.preferences import Preferences
 
@@ -255,9 +256,11 @@ class PreferenceLedger:
             await self.addresses.store.ready()
 
     def refusal(self, recipient_id: str, *, category: str, channel: str, address: str,
-                address_hash: str | None, previous_hashes: Iterable[str] = ()) -> str | None:
+                address_hash: str | None, previous_hashes: Iterable[str] = (), topic: str | None = None,
+                tenant: str | None = None) -> str | None:
         """Why a message may NOT go to `address` on `channel`: the recipient's preferences (`consent`) and what
-        the address itself said (`address_consent`), the strongest reason first; None when it may go.
+        the address itself said (`address_consent`), the strongest reason first, then the person's choice for
+        `topic` (`preference:<topic>/<channel>`, from `tenant`'s document); None when it may go.
         `previous_hashes` are the address's hashes under older secrets (a suppression recorded before a rotation),
         and the address's records under every secret of the ring count."""
         prefs = self.get(recipient_id)
@@ -268,32 +271,40 @@ class PreferenceLedger:
                      if category == "promotional" else None)
             reasons |= {address_consent(self.addresses.record(key), category=category, channel=channel,
                                         promotional_since=since) for key in self.addresses.keys(channel, address)}
-        return next((reason for reason in REFUSALS if reason in reasons), None)
+        found = next((reason for reason in REFUSALS if reason in reasons), None)
+        if found is not None or topic is None:
+            return found
+        return topic_refusal(self.get(recipient_id, tenant=tenant) if tenant else prefs, topic=topic, channel=channel)
 
-    def get(self, recipient_id: str) -> Preferences | None:
-        """The recipient's document, or None. A stored document that does not validate raises `ValueError`:
-        consent fails closed rather than forgetting an opt-out."""
-        raw = self.store.get(recipient_id)
+    def get(self, recipient_id: str, *, tenant: str | None = None) -> Preferences | None:
+        """The recipient's document (`tenant`'s own with a tenant: consumers/state/topic_choices.py), or None. A
+        stored document that does not validate raises `ValueError`: consent fails closed rather than forgetting
+        an opt-out."""
+        raw = self.store.get(ledger_key(tenant, recipient_id))
         return None if raw is None else Preferences.model_validate_json(raw)
 
-    async def update(self, recipient_id: str, change: Change, *, source: str) -> Preferences:
-        """Applies `change` to the current document (an empty one when there is none) and stores the result with
-        `updated_at` and `source` set. A change that changes nothing writes nothing."""
+    async def update(self, recipient_id: str, change: Change, *, source: str, tenant: str | None = None,
+                     durable: bool = False) -> Preferences:
+        """Applies `change` to the current document (an empty one when there is none; `tenant`'s own with a tenant)
+        and stores the result with `updated_at` and `source` set, awaiting the broker when `durable`. A change that
+        changes nothing writes nothing."""
         await self.store.ready()
         now = self.clock()
-        current = self.get(recipient_id)
+        current = self.get(recipient_id, tenant=tenant)
         base = current or Preferences(recipient_id=recipient_id, updated_at=now, source=source)
         changed = change(base.model_copy(deep=True))
         # Re-validate: `model_copy(update=…)` in a change does not, and a bad channel must not reach the topic.
         document = Preferences.model_validate(
-            {**changed.model_dump(warnings=False), "recipient_id": recipient_id, "updated_at": now, "source": source})
+            {**changed.model_dump(warnings=False), "recipient_id": recipient_id, "updated_at": now, "source": source,
+             "tenant": tenant})
         if current is not None and _same(current, document):
             return current
-        await self.store.put(recipient_id, document.model_dump_json().encode())
+        stored = (ledger_key(tenant, recipient_id), document.model_dump_json().encode())
+        await (self.store.put(*stored, durable=True) if durable else self.store.put(*stored))
         # No recipient id in the log: ids may be phone numbers or emails (`herald publish --to`).
         log.info("preferences updated", extra={"source": source})
         gained = set(document.promotional_opt_in) - set(current.promotional_opt_in if current else ())
-        if gained and self.addresses is not None:  # after the document: a failure here fails safe (no promotion)
+        if gained and self.addresses is not None and not tenant:  # after the document: a failure fails safe
             await self.addresses.promotional_given(recipient_id, gained, now)
         return document
 

@@ -11,6 +11,8 @@ read again after a rebalance). Each rule says when an entry may go:
 - documents: when the message, and so the signed link, expires;
 - webhook delivery ids (`state.webhooks`, consumers/inbound/hearback.py): `dedupe_window` after they were first applied
   (values are first-seen times, as for idempotency keys; a replay after that is applied again).
+- conversion ledger entries (`state.conversions`, consumers/state/conversions.py `goals_expiry`): when their
+  conversion window is over.
 
 Preferences are never swept (they are the person's), and schedules delete themselves when they fire. Each
 worker sweeps only the keys it owns (a partitioned store's keys are all its own; a replicated store's, those
@@ -89,6 +91,18 @@ def documents_expiry(_key: str, value: bytes) -> datetime | None:
     return _time(expires) if expires else None
 
 
+def _expired(expiry: Expiry, key: str, value: bytes | None, now: datetime) -> bool:
+    """Whether the entry as it is now (a scan's page may be older) has expired; False when it is gone or
+    unreadable."""
+    if value is None:
+        return False
+    try:
+        expires = expiry(key, value)
+    except UNREADABLE:
+        return False
+    return expires is not None and expires <= now
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str  # the metric label: the store's topic short name
@@ -120,24 +134,26 @@ class Janitor:
         now = self.clock()
         result = Sweep({}, {}, {})
         for rule in self.rules:
-            deleted = unreadable = 0
-            keys = list(rule.store.list_keys())
-            for i, key in enumerate(keys):
-                if i and i % YIELD_EVERY == 0:
+            deleted = unreadable = seen = 0
+            # Streamed from the store (a page at a time from disk): a sweep's memory does not grow with the
+            # number of keys, nor does it push the keys in use out of the store's cache.
+            entries = rule.store.items() if rule.expiry is not None else ((k, b"") for k in rule.store.list_keys())
+            for key, value in entries:
+                seen += 1
+                if seen % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-                mine = rule.partitioned or self.owns(key)
-                if rule.expiry is None or not mine or (value := rule.store.get(key)) is None:
+                if rule.expiry is None or not (rule.partitioned or self.owns(key)):
                     continue
                 try:
                     expires = rule.expiry(key, value)
                 except UNREADABLE:
                     unreadable += 1
                     continue
-                if expires is not None and expires <= now:
+                if expires is not None and expires <= now and _expired(rule.expiry, key, rule.store.get(key), now):
                     await rule.store.delete(key)
                     deleted += 1
             result.deleted[rule.name], result.unreadable[rule.name] = deleted, unreadable
-            result.kept[rule.name] = len(keys) - deleted
+            result.kept[rule.name] = seen - deleted
             if self.metrics is not None:
                 self.metrics.state_entries.labels(rule.name).set(result.kept[rule.name])
                 self.metrics.state_expired.labels(rule.name).inc(deleted)

@@ -21,7 +21,7 @@ from consumers.ownership import Ownership
 from consumers.state.kvstore import KeyValueStore, MemoryStore, SharedProducer, TopicStore
 from schemas.settings import Settings
 
-PARTITIONED = frozenset({"dedupe", "caps", "schedules", "sends"})
+PARTITIONED = frozenset({"dedupe", "caps", "schedules", "sends", "digests", "conversions"})
 
 
 @dataclass
@@ -37,6 +37,8 @@ class State:
     consent: KeyValueStore  # what each address said itself (STOP, unsubscribe), by address HMAC; never swept
     api_requests: KeyValueStore  # HTTP API answers by hash of tenant and Idempotency-Key (consumers/inbound/api.py)
     status_webhooks: KeyValueStore  # outbound status webhook registrations, by tenant (state/status_webhooks.py)
+    digests: KeyValueStore  # open digests (state/digests.py), in the partition of the events that fill them
+    conversions: KeyValueStore  # messages that may still convert (state/conversions.py), in the recipient's partition
     _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, init=False, repr=False)
 
     @classmethod

@@ -350,7 +350,8 @@ def test_asyncapi__operations_say_what_herald_does_with_each_topic() -> None:
     doc = document()
     assert operations_of(doc, "herald.events") == {"send", "receive"}  # HTTP API and CLI in, router out
     assert operations_of(doc, "herald.status") == {"send", "receive"}  # written, and read by the timeline
-    assert operations_of(doc, "herald.replies") == {"send"}  # for upstream only
+    # For upstream, and read by the console's ratings index (`<type>.rated`).
+    assert operations_of(doc, "herald.replies") == {"send", "receive"}
     assert operations_of(doc, "herald.deadletter") == {"send", "receive"}  # `herald dlq`
 
 
@@ -389,7 +390,7 @@ def test_asyncapi__each_topic_carries_its_model() -> None:
     assert payloads["herald.dispatch.sms"] == {"Dispatch"}
     assert payloads["herald.preferences"] == {"Preferences"}
     assert payloads["herald.receipts"] == {"Receipt"}
-    assert payloads["herald.replies"] == {"ReplyReceived", "ReplyAnswer"}
+    assert payloads["herald.replies"] == {"ReplyReceived", "ReplyAnswer", "ReplyRating"}
     assert payloads["herald.deadletter"] == {"DeadLetter"}
     messages = document()["components"]["messages"]
     assert messages["DeliveryStatus"]["payload"] == {"$ref": "#/components/schemas/DeliveryStatus"}

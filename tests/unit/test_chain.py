@@ -13,7 +13,7 @@ from channels.rendering.render import Rendered
 from channels.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSender, CircuitBreaker
 from channels.resilience.chain import ProviderChain, unwrap
 from channels.resilience.ratelimit import RateLimitedSender, TokenBucket
-from consumers.app import webhook_receivers
+from consumers.senders import webhook_receivers
 from schemas.settings import Settings
 from tests.fakes import FakeClock, ScriptedSender
 

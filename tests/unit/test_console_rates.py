@@ -203,7 +203,7 @@ async def test_rates_page__by_channel_shows_counts_beside_rates_and_greys_thin_o
     assert '<span class="rate">100.0%</span>' in email.group(1) and "30 / n=30" in email.group(1)
     assert '<span class="rate thin" title="fewer than 20 messages">0.0%</span>' in sms.group(1)
     assert ">n/a<" in sms.group(1)  # no open rate off email
-    assert html.count('<svg class="chart bars"') == 5 and html.count('<svg class="chart series"') == 1
+    assert html.count('<svg class="chart bars"') == 6 and html.count('<svg class="chart series"') == 1
 
 
 async def test_rates_page__windows_and_groupings_from_the_form(client: TestClient) -> None:

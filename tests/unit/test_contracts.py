@@ -21,14 +21,14 @@ def test_contract__status_schema_lists_every_status_word() -> None:
     assert set(status_enum) == {
         "accepted", "scheduled", "cancelled", "suppressed", "deduplicated", "rejected", "expired", "sent",
         "retrying", "delivered", "read", "failed", "bounced", "complained", "opened", "clicked", "replied",
-        "unsubscribed", "dead_lettered"}
+        "unsubscribed", "dead_lettered", "converted", "digested"}
 
 
 def test_contract__status_has_no_field_for_bodies_or_addresses() -> None:
     fields = set(export_schemas()["DeliveryStatus"]["properties"])
     assert fields == {"schema_version", "message_id", "event_id", "event_type", "tenant", "channel", "provider",
                       "provider_message_id", "status", "attempt", "recipient", "locale", "template", "segments", "at",
-                      "reported_at", "latency_ms", "error", "detail"}
+                      "reported_at", "latency_ms", "error", "detail", "variant"}
 
 
 def test_contract__status_schema_is_versioned_and_open_to_additive_fields() -> None:

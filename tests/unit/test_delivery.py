@@ -180,8 +180,7 @@ async def test_deliver__invoice_email_carries_its_pdf_in_the_recipients_language
     sender = ScriptedSender()
     rig = stage(sender)
     s, publisher = rig.stage, rig.publisher
-    payload = {"invoice_number": "INV-1", "amount": "249.00", "currency": "EUR", "issued_at": "2026-11-24",
-               "due_date": "2026-12-24", "invoice_url": "https://billing.example.com/i/INV-1"}
+    payload = Catalog.load(BUNDLED_CATALOG).types["invoice.issued"].sample  # an invoice (schemas/documents.py)
     await s.handle(record(dispatch(event_type="invoice.issued", payload=payload)))
     [message] = sender.sent
     [pdf] = message.attachments
@@ -214,7 +213,7 @@ async def test_deliver__a_redelivered_dispatch_is_not_sent_twice() -> None:
 
 async def test_deliver__stop_that_arrived_while_queued_stops_the_message() -> None:
     sender = ScriptedSender()
-    rig = stage(sender, hooks=DeliveryHooks(consent=lambda rid, cat, ch, addr: "opted_out"))
+    rig = stage(sender, hooks=DeliveryHooks(consent=lambda rid, cat, ch, addr, **_: "opted_out"))
     s, publisher = rig.stage, rig.publisher
     await s.handle(record(dispatch()))
     assert sender.sent == []

@@ -7,17 +7,17 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from channels.rendering.render import Renderer
+from channels.rendering.render import BUNDLED_TEMPLATES, Renderer
 from consumers.state.documents import Documents
 from consumers.state.kvstore import MemoryStore
+from schemas.catalog import Catalog
 from schemas.dispatch import Dispatch
 from schemas.events import Recipient
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-INVOICE = {"invoice_number": "INV-9", "amount": "249.00", "currency": "EUR", "issued_at": "2026-11-24",
-           "due_date": "2026-12-24", "invoice_url": "https://billing.example.com/i/INV-9"}
+INVOICE = Catalog.load(BUNDLED_TEMPLATES / "catalog.yaml").types["invoice.issued"].sample  # schemas/documents.py
 
 
 def dispatch(event_type: str = "invoice.issued", channel: str = "sms") -> Dispatch:

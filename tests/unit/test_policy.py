@@ -101,7 +101,7 @@ NOON = datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
 
 
 async def test_consent__promotional_without_opt_in_is_suppressed() -> None:
-    def consent(rid: str, category: str, channel: str, address: str) -> str | None:
+    def consent(rid: str, category: str, channel: str, address: str, **_: object) -> str | None:
         return "consent" if category == "promotional" else None
 
     stage, publisher, _, _ = pipeline(NOON, consent=consent)
@@ -112,7 +112,7 @@ async def test_consent__promotional_without_opt_in_is_suppressed() -> None:
 
 
 async def test_consent__opted_out_channel_is_skipped_for_the_next_one() -> None:
-    def consent(rid: str, category: str, channel: str, address: str) -> str | None:
+    def consent(rid: str, category: str, channel: str, address: str, **_: object) -> str | None:
         return "opted_out" if channel == "sms" else None
 
     stage, publisher, _, _ = pipeline(NOON, consent=consent)

@@ -30,8 +30,8 @@ from channels.resilience.ratelimit import (
     sender_number_key,
     sms_segment_cost,
 )
-from consumers.app import build_senders
 from consumers.observe.metrics import Metrics
+from consumers.senders import build_senders
 from schemas.settings import Settings
 from tests.fakes import FakeClock, ScriptedSender
 

@@ -361,7 +361,7 @@ def test_question_for_dispatch__keeps_only_the_cancel_key_of_the_payload() -> No
 
     assert asked == Question(message_id="msg-1", recipient_id="user-42", event_type="appointment.reminder",
                              channel="sms", locale="es-ES", asked_at=NOW, tenant="acme",
-                             payload={"appointment_id": "APT-5521"})
+                             payload={"appointment_id": "APT-5521"}, event_id="evt-1")
 
 
 @pytest.mark.parametrize(("event_type", "channel", "asks"), [

@@ -123,11 +123,11 @@ async def test_janitor__a_failing_sweep_is_logged_and_the_next_one_runs() -> Non
     class Flaky(MemoryStore):
         calls = 0
 
-        def list_keys(self) -> Iterator[str]:
+        def items(self) -> Iterator[tuple[str, bytes]]:
             Flaky.calls += 1
             if Flaky.calls == 1:
                 raise RuntimeError("broker hiccup")
-            return super().list_keys()
+            return super().items()
 
     janitor = Janitor([Rule("state.dedupe", Flaky(), dedupe_expiry(DAY))], clock=lambda: T0, owns=lambda _k: True)
     task = asyncio.create_task(janitor.run(0.01))

@@ -41,6 +41,8 @@ TRANSITIVE_FLOORS = {
     "python-dotenv": "1.2.2",  # CVE-2026-28684, symlink following in set_key (pydantic-settings)
     "pillow": "12.3.0",  # PYSEC-2026-2253..2257 (fpdf2)
     "fonttools": "4.60.2",  # CVE-2025-66034, varLib arbitrary file write (fpdf2)
+    "requests": "2.32.4",  # CVE-2024-47081, .netrc credentials leak (factur-x)
+    "urllib3": "2.6.0",  # CVE-2025-66418, CVE-2025-66471, decompression bombs (factur-x -> requests)
     "pip": "26.1.2",  # CVE-2026-8643 (requirements-build.lock)
     "setuptools": "83.0.0",  # CVE-2026-59890 (requirements-build.lock)
 }
