@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.digests import Digest, digest_problem
+from schemas.durations import parse_duration
 from schemas.experiments import Conversion, Variants, conversion_problem
 from schemas.surveys import SURVEY_CHANNELS, Survey
 from schemas.topics import PreferenceTopic, check_topics
@@ -49,17 +50,6 @@ class KeypadAction(StrEnum):
 class QuietHours(StrEnum):
     RESPECT = "respect"
     IGNORE = "ignore"
-
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_duration(value: Any) -> Any:
-    """Accept `90s`, `10m`, `2h`, `7d` besides what pydantic accepts for a timedelta."""
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    return value
 
 
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")

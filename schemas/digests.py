@@ -3,22 +3,13 @@ sent as one message. The model only; collecting and closing live in consumers/pi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def _duration(value: Any) -> Any:
-    """`90s`, `10m`, `2h`, `7d` as the catalog writes durations (schemas/catalog.py `parse_duration`)."""
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    return value
+from schemas.durations import parse_duration
 
 
 class Digest(BaseModel):
@@ -42,7 +33,7 @@ class Digest(BaseModel):
     @field_validator("window", mode="before")
     @classmethod
     def _parsed(cls, value: Any) -> Any:
-        return _duration(value)
+        return parse_duration(value)
 
     @field_validator("window")
     @classmethod

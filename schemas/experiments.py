@@ -11,19 +11,12 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from schemas.durations import parse_duration
+
 # A variant's name is published on every status of its messages and is a column of the console's index.
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # A folder inside the type's template folder: relative, no `..`, no hidden or shared (`_…`) parts.
 TEMPLATE_FOLDER = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def _duration(value: Any) -> Any:
-    """`90s`, `10m`, `2h`, `7d` as the catalog writes durations (schemas/catalog.py `parse_duration`)."""
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    return value
 
 
 class Conversion(BaseModel):
@@ -43,7 +36,7 @@ class Conversion(BaseModel):
     @field_validator("within", mode="before")
     @classmethod
     def _within(cls, value: Any) -> Any:
-        return _duration(value)
+        return parse_duration(value)
 
     @field_validator("within")
     @classmethod

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.durations import parse_duration
+
 # Channels on which a person can answer a survey: keypad digits on a call, a text reply.
 SURVEY_CHANNELS = frozenset({"voice", "sms", "whatsapp"})
 _RATING_RANGE = re.compile(r"^\s*1\s*-\s*(\d+)\s*$")
@@ -30,7 +32,6 @@ class SurveyQuestion(BaseModel):
     @field_validator("expires", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        from schemas.catalog import parse_duration  # the catalog imports this module
 
         return parse_duration(value)
 
