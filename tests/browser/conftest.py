@@ -2,8 +2,10 @@
 with every channel) with the sample traffic, and Debian's Chromium driven by Playwright (never Playwright's own
 browser download). Screenshots go to `.herald/test-output/console/` (HERALD_TEST_OUTPUT overrides the folder).
 
-The tests are synchronous (Playwright's sync API wants no running event loop), and the stack is shared by the whole
-session: it takes about 15 s to start and settle."""
+The tests are synchronous (Playwright's sync API wants no running event loop). The stack and the browser are shared
+by this package's tests (the stack takes about 15 s to start and settle) and closed when they are done: while
+Playwright's sync API is open it keeps an event loop running in the test thread, which every asynchronous test of
+the other suites would trip over."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ PHONE = {"width": 390, "height": 844}
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def screenshots() -> Path:
     folder = OUTPUT / "console"
     shutil.rmtree(folder, ignore_errors=True)
@@ -79,7 +81,7 @@ class ConsoleStack:
         return off_loop(_publish_samples(self.settings))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
     """`herald dev`'s stack with the admin token set, the samples published and settled."""
     data = tmp_path_factory.mktemp("console-stack")
@@ -92,7 +94,7 @@ def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleS
         yield stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(console_stack: ConsoleStack) -> Iterator[Browser]:
     # After the stack: dev_stack runs asyncio.run, which Playwright's sync API (a running loop) would refuse.
     with sync_playwright() as playwright:
