@@ -15,6 +15,7 @@ import asyncio
 from bench.common import Row, WorkerProcess, bench_stack, format_state, order_events, wait_for_mail
 from consumers.cli.publish import EventProducer
 from consumers.dev.mailsink import MailSink
+from consumers.worker import TRIM_EVERY
 
 GOAL = 1.15
 CHUNK = 5000
@@ -31,8 +32,9 @@ async def publish_and_wait(producer: EventProducer, sink: MailSink, offset: int,
 
 
 async def settled_rss(worker: WorkerProcess) -> float:
-    """RSS once the worker had a moment to finish what it wrote after the last send (state, statuses)."""
-    await asyncio.sleep(2)
+    """RSS once the worker had a moment to finish what it wrote after the last send (state, statuses) and gave
+    the memory it freed back (it trims every `TRIM_EVERY` seconds: consumers/worker.py)."""
+    await asyncio.sleep(TRIM_EVERY + 2)
     return worker.rss_mb()
 
 
