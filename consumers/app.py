@@ -39,7 +39,7 @@ from consumers.observe.content_index import ContentIndex
 from consumers.observe.lag import KafkaOffsets, LagMonitor, Lane
 from consumers.observe.metrics import Metrics
 from consumers.observe.timeline import StatusTimeline, TopicReader
-from consumers.ownership import Ownership
+from consumers.ownership import Ownership, follow_rebalances
 from consumers.pipeline.agents import batched_agent, guarded_agent
 from consumers.pipeline.conversions import Attribution
 from consumers.pipeline.critical import CriticalLane, Route
@@ -137,22 +137,8 @@ def faust_config(settings: Settings) -> dict[str, Any]:
 
 
 def track_ownership(app: faust.App, settings: Settings) -> Ownership:
-    """This worker's partitions, kept up to date from Faust's rebalances (consumers/ownership.py). It owns nothing
-    until the group assigns it partitions."""
-    ownership = Ownership(settings.partitions, partitions=())
-    lane = settings.topic("events")
-
-    # Revocations are awaited inside Faust's own revoke callback, so a partition is let go before another worker
-    # is given it; mode's SignalHandlerT rejects every function (see close_senders).
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def let_go(app: faust.App, revoked: set[TP], **kwargs: object) -> None:
-        await ownership.revoke({tp.partition for tp in revoked if tp.topic == lane})
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def take(app: faust.App, assigned: set[TP], **kwargs: object) -> None:
-        await ownership.set({tp.partition for tp in assigned if tp.topic == lane})
-
-    return ownership
+    """This worker's partitions (consumers/ownership.py), from the rebalances of the events topic."""
+    return follow_rebalances(app, settings.partitions, settings.topic("events"))
 
 
 def retention_rules(state: State, settings: Settings, catalog: Catalog, conversations: Conversations) -> list[Rule]:

@@ -16,7 +16,9 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
+import faust
 from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +80,21 @@ class Ownership:
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Let these go now (a rebalance starts): listeners finish what they do with them first."""
         await self.set(self.partitions - frozenset(partitions))
+
+
+def follow_rebalances(app: faust.App, partitions: int, topic: str) -> Ownership:
+    """An `Ownership` of `topic`'s partitions in this worker's group, kept up to date from Faust's rebalances. It
+    owns nothing until the group assigns it partitions. Revocations are awaited inside Faust's own revoke callback,
+    so a partition is let go before another worker is given it."""
+    ownership = Ownership(partitions, partitions=())
+
+    # mode's SignalHandlerT rejects every function, even one of exactly its signature: a typing bug of the library.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def let_go(app: faust.App, revoked: set[TP], **kwargs: object) -> None:
+        await ownership.revoke({tp.partition for tp in revoked if tp.topic == topic})
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def take(app: faust.App, assigned: set[TP], **kwargs: object) -> None:
+        await ownership.set({tp.partition for tp in assigned if tp.topic == topic})
+
+    return ownership

@@ -22,12 +22,11 @@ from datetime import UTC, datetime
 import faust
 import httpx
 import orjson
-from faust.types import TP
 
 from channels.providers.webhook import WebhookSettings
 from consumers.identity import KeyRing
 from consumers.observe.metrics import Metrics
-from consumers.ownership import Ownership
+from consumers.ownership import Ownership, follow_rebalances
 from consumers.pipeline.deadletter import DeadLetters
 from consumers.pipeline.records import PENDING_ACKS, Publisher, Record, once_durable
 from consumers.pipeline.status_outbox import DEAD_LETTER_TOPIC, Outbox, OutboxConfig
@@ -51,18 +50,7 @@ def track_status_partitions(app: faust.App, settings: Settings) -> Ownership:
     """The partitions of herald.status this worker's agent owns, kept up to date from Faust's rebalances. The outbox
     follows these rather than the events' (consumers/app.py `track_ownership`): they are the same numbers only while
     every worker of the group subscribes to the same topics, which a rolling change of HERALD_API_KEYS breaks."""
-    ownership = Ownership(settings.partitions, partitions=())
-    topic = settings.topic("status")
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # see consumers/app.py `close_senders`
-    async def let_go(app: faust.App, revoked: set[TP], **kwargs: object) -> None:
-        await ownership.revoke({tp.partition for tp in revoked if tp.topic == topic})
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def take(app: faust.App, assigned: set[TP], **kwargs: object) -> None:
-        await ownership.set({tp.partition for tp in assigned if tp.topic == topic})
-
-    return ownership
+    return follow_rebalances(app, settings.partitions, settings.topic("status"))
 
 
 class _DeadLetterTopic:
