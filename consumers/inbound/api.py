@@ -76,6 +76,20 @@ def _error(status: int, error: str, detail: str, **headers: str) -> Answer:
     return Answer(status, {"error": error, "detail": detail}, headers)
 
 
+error_answer = _error  # the HTTP API's error shape, for its other views (preferences, status webhooks)
+
+
+def json_object(body: bytes) -> dict[str, Any] | Answer:
+    """A request body that must be one JSON object: the object, or the 400 that says what it is instead."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _error(400, "invalid_json", "the body is not JSON")
+    if not isinstance(parsed, dict):
+        return _error(400, "invalid_body", "the body must be a JSON object")
+    return parsed
+
+
 @dataclass(frozen=True, slots=True)
 class _Ready:
     """An event that passed every check, as it will be published."""

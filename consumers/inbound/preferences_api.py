@@ -29,7 +29,7 @@ import orjson
 from faust.web import Request, Response, View
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from consumers.inbound.api import Answer, ApiKeys
+from consumers.inbound.api import Answer, ApiKeys, error_answer, json_object
 from consumers.inbound.web import BodyTooLarge, read_body, text_headers
 from consumers.observe.metrics import Metrics
 from consumers.state.preferences import PreferenceLedger
@@ -82,8 +82,7 @@ class PreferencesPatch(BaseModel):
     topics: dict[str, ChoicePatch | None] = Field(default_factory=dict)
 
 
-def _error(status: int, error: str, detail: str, **headers: str) -> Answer:
-    return Answer(status, {"error": error, "detail": detail}, headers)
+_error = error_answer
 
 
 def _unavailable() -> Answer:
@@ -167,12 +166,9 @@ class PreferencesApi:
         """PUT (`partial` false) or PATCH (`partial` true)."""
         if bad := _bad_recipient(recipient_id):
             return bad
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return _error(400, "invalid_json", "the body is not JSON")
-        if not isinstance(parsed, dict):
-            return _error(400, "invalid_body", "the body must be a JSON object")
+        parsed = json_object(body)
+        if isinstance(parsed, Answer):
+            return parsed
         request: PreferencesPut | PreferencesPatch
         try:
             request = (PreferencesPatch if partial else PreferencesPut).model_validate(parsed)

@@ -32,7 +32,7 @@ from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from channels.providers.webhook import WebhookSettings, forbidden_address
-from consumers.inbound.api import Answer, ApiKeys
+from consumers.inbound.api import Answer, ApiKeys, error_answer, json_object
 from consumers.inbound.web import BodyTooLarge, read_body, text_headers
 from consumers.state.status_webhooks import Registrations
 from schemas.catalog import Catalog
@@ -48,8 +48,7 @@ READY_WITHIN = 10.0  # seconds for the registrations' store to be read whole bef
 JSON = "application/json"
 
 
-def _error(status: int, error: str, detail: str, **headers: str) -> Answer:
-    return Answer(status, {"error": error, "detail": detail}, headers)
+_error = error_answer
 
 
 def url_problem(url: str, config: WebhookSettings) -> str | None:
@@ -111,12 +110,9 @@ class StatusWebhookApi:
     async def put(self, tenant: str, body: bytes) -> Answer:
         if not await self.ready():
             return _unavailable()
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return _error(400, "invalid_json", "the body is not JSON")
-        if not isinstance(parsed, dict):
-            return _error(400, "invalid_body", "the body must be a JSON object")
+        parsed = json_object(body)
+        if isinstance(parsed, Answer):
+            return parsed
         try:
             request = StatusWebhookRequest.model_validate(parsed)
         except ValidationError as exc:
