@@ -291,8 +291,15 @@ class TopicStore:
         return frozenset(self._served)
 
     def size(self) -> int:
-        """Keys in the partitions served here (the state this worker holds)."""
-        return self._db.count(self._served) if self._db is not None else 0
+        """Keys in the partitions served here (the state this worker holds), counting this worker's own writes not
+        read back yet, as `get` and `items` do: a busy changelog reader must not make the gauge lag the sends."""
+        if self._db is None:
+            return 0
+        size = self._db.count(self._served)
+        for key, (_, _, value) in list(self._overlay.items()):
+            on_disk = self._db.lookup(key, self._served) is not None
+            size += (value is not None and not on_disk) - (value is None and on_disk)
+        return size
 
     # --- the KeyValueStore interface ------------------------------------------------------------------------------
 

@@ -87,7 +87,7 @@ class LocalDb:
         if not wanted:
             return 0
         marks = ",".join("?" * len(wanted))
-        row = self._db.execute(f"SELECT COUNT(*) FROM kv WHERE partition IN ({marks})", wanted).fetchone()
+        row = self._db.execute(f"SELECT COUNT(DISTINCT key) FROM kv WHERE partition IN ({marks})", wanted).fetchone()
         return int(row[0])
 
     def apply(self, changes: Iterable[Change], positions: dict[int, int]) -> None:

@@ -116,6 +116,7 @@ async def test_memory__topicstore_scans_disk_in_pages_with_its_own_writes_and_no
     assert "k00004" not in items and "elsewhere" not in items and items["k00010"] == b"disk"
     assert sorted(store.list_keys()) == sorted(items)
     assert not store._cache  # a scan never fills the cache
+    assert store.size() == len(items)  # the gauge counts the same writes not read back yet
     db.close()
 
 
