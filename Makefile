@@ -38,11 +38,14 @@ browser:
 		|| { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
 	$(CHROMIUM) --version
 
+# pytest-xdist processes: the integration tests mostly wait (on workers, brokers, timeouts), so three share two
+# cores well (15 min serial, about 6.5 in parallel here). Each has its own Tansu and its own slice of ports.
+TEST_PROCESSES ?= 3
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/herald templates check
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -n $(TEST_PROCESSES) --dist loadgroup
 
 # The long variants: 20,000 events through SIGKILLed workers, and the priority test with its full backlog.
 test-slow: $(STAMP)

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
 import pytest
 
-from consumers.dev.broker import free_port
+from consumers.dev.broker import DEFAULT_PORTS, free_port
 from consumers.dev.samples import always_open_catalog
 from schemas.settings import Settings
+
+
+def _parallel_process() -> None:
+    """Under pytest-xdist each test process hands out ports from a slice of its own (and so does every worker or
+    `herald dev` it starts): processes walking one range side by side for minutes would meet. xdist also starts
+    its processes with COLUMNS=80 and LINES=24, which rich reads once, when the CLI's console is made: the CLI
+    tests set their own width per run."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if worker is None or count is None:
+        return
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+    if "HERALD_DEV_PORTS" in os.environ:
+        return
+    width = len(DEFAULT_PORTS) // int(count)
+    start = DEFAULT_PORTS.start + int(worker.removeprefix("gw")) * width
+    os.environ["HERALD_DEV_PORTS"] = f"{start}-{start + width}"
+
+
+_parallel_process()
 
 
 def unique_settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -27,3 +48,11 @@ def unique_settings(tmp_path: Path, **overrides: object) -> Settings:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return unique_settings(tmp_path)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests share one stack and one Chromium (package-scoped, ~15 s to start): under pytest-xdist's
+    `--dist loadgroup` they all run in one process, one after another."""
+    for item in items:
+        if item.get_closest_marker("browser") is not None:
+            item.add_marker(pytest.mark.xdist_group("browser"))

@@ -15,8 +15,22 @@ from consumers.dev.processes import start_child, stop_process
 from consumers.topics import ensure_topics
 from schemas.settings import Settings
 
-_PORTS = range(20_000, 32_000)  # below Linux's ephemeral range (32768-60999), which outgoing connections draw from
-_next_port = itertools.count(random.randrange(len(_PORTS)))
+# Below Linux's ephemeral range (32768-60999), which outgoing connections draw from. HERALD_DEV_PORTS
+# ("start-stop") narrows it: parallel test processes take one slice each, and the processes they start inherit it.
+DEFAULT_PORTS = range(20_000, 32_000)
+_cursor = itertools.count(random.randrange(DEFAULT_PORTS.stop - DEFAULT_PORTS.start))
+
+
+def dev_ports() -> range:
+    """The ports `free_port` hands out: HERALD_DEV_PORTS ("21000-26000", stop excluded) or 20000-31999."""
+    spec = os.environ.get("HERALD_DEV_PORTS", "").strip()
+    if not spec:
+        return DEFAULT_PORTS
+    start, _, stop = spec.partition("-")
+    ports = range(int(start), int(stop))
+    if not ports or ports.start < 1024 or ports.stop > 65536:
+        raise ValueError(f"HERALD_DEV_PORTS={spec!r}: expected start-stop between 1024 and 65536")
+    return ports
 
 
 def free_port() -> int:
@@ -25,18 +39,20 @@ def free_port() -> int:
     Not the kernel's choice (`bind(("", 0))`): that port comes from the ephemeral range, and any outgoing
     connection (a worker opens dozens to Kafka) can take it between this check and the server's bind, which failed
     a worker's start in CI. Not a random pick either: a test holds several chosen-but-unbound ports at once, and
-    random picks repeat (a second CI failure). Ports are handed out in turn from a range below the ephemeral one,
-    from a random start so two processes rarely walk the same ports, skipping any that is bound now.
+    random picks repeat (a second CI failure). Ports are handed out in turn from `dev_ports()`, from a random
+    start, skipping any that is bound now; processes that run side by side for long (parallel tests) are given
+    ranges of their own, so they never walk the same ports.
     """
-    for _ in range(len(_PORTS)):
-        port = _PORTS[next(_next_port) % len(_PORTS)]
+    ports = dev_ports()
+    for _ in range(len(ports)):
+        port = ports[next(_cursor) % len(ports)]
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise OSError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1}")
+    raise OSError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def port_open(host: str, port: int) -> bool:

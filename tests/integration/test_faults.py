@@ -48,9 +48,14 @@ async def test_faults__retry_after_is_honoured_and_10_percent_failures_all_end_d
     retrying = [s for s in stack.statuses if s.status is Status.RETRYING]
     assert retrying, "with 10 % failures some attempts must have been retried"
     assert {s.attempt for s in retrying} <= {1, 2, 3, 4}
-    retried = {s.message_id for s in retrying}
-    assert all(any(s.message_id == m and s.status is Status.SENT and s.attempt > 1 for s in stack.statuses)
-               for m in retried)
+    # A retry after the provider was reached spends an attempt; one refused by an open circuit (under load the
+    # timeouts can open it) spends none, so its message may still be sent at attempt 1.
+    retried = {s.message_id for s in retrying if "circuit" not in (s.detail or "")}
+    assert retried
+    unspent = {m: [(s.status.value, s.attempt, s.detail) for s in stack.statuses if s.message_id == m]
+               for m in retried
+               if not any(s.message_id == m and s.status is Status.SENT and s.attempt > 1 for s in stack.statuses)}
+    assert not unspent, unspent
     assert not any(s.status in (Status.FAILED, Status.DEAD_LETTERED) for s in stack.statuses)
 
 

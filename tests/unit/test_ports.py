@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from consumers.app import create_app, faust_config
-from consumers.dev.broker import free_port, port_open
+from consumers.dev.broker import dev_ports, free_port, port_open
 from consumers.inbound.admin import AdminServer, admin_application
 from consumers.inbound.web import harden_responses
 from consumers.observe.metrics import Metrics
@@ -146,3 +146,24 @@ async def test_ports__admin_server_listens_from_start_to_stop_on_its_host_and_po
     finally:
         await server.stop()
     assert not port_open("127.0.0.1", port)
+
+
+@pytest.mark.parametrize(("spec", "ports"), [
+    ("", range(20_000, 32_000)),
+    ("19990-19993", range(19_990, 19_993)),  # outside every test process's slice: nobody binds these
+    (" 30000-31000 ", range(30_000, 31_000)),
+])
+def test_ports__free_port_hands_out_the_range_herald_dev_ports_names(spec: str, ports: range,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_DEV_PORTS", spec)
+    assert dev_ports() == ports
+    if len(ports) < 10:  # every port of a small range in turn, each one free
+        assert sorted(free_port() for _ in ports) == list(ports)
+
+
+@pytest.mark.parametrize("spec", ["21000", "21000-21000", "80-1000", "60000-70000", "a-b"])
+def test_ports__a_herald_dev_ports_that_names_no_usable_range_is_refused(spec: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_DEV_PORTS", spec)
+    with pytest.raises(ValueError):
+        dev_ports()
