@@ -196,8 +196,9 @@ def keep_content(publisher: Publisher, catalog: Catalog, clock: Callable[[], dat
         if not enabled or entry is None or not entry.show_content:
             return
         parts = {name: text[:MAX_PART_CHARS] for name, text in rendered.parts.items() if name not in UNSHOWN_PARTS}
-        content = MessageContent(message_id=d.message_id, event_type=d.event_type, channel=d.channel,
-                                 locale=rendered.locale, template=rendered.template, parts=parts, at=clock(),
+        content = MessageContent(message_id=d.message_id, recipient_id=d.to.id, event_type=d.event_type,
+                                 channel=d.channel, locale=rendered.locale, template=rendered.template, parts=parts,
+                                 at=clock(),
                                  truncated=any(len(text) > MAX_PART_CHARS for text in rendered.parts.values()))
         await publisher.send("content", d.message_id.encode(), content.model_dump_json().encode())
 

@@ -29,11 +29,12 @@ class TopicSpec:
 
     def configs(self, settings: Settings) -> dict[str, str]:
         """The topic's configuration at creation."""
+        if self.timeline_window:
+            # Compacted as well where a later record of a key replaces what it said (`herald forget`).
+            return {"cleanup.policy": "compact,delete" if self.compacted else "delete",
+                    "retention.ms": str(int(settings.timeline_retention.total_seconds() * 1000))}
         if self.compacted:
             return {"cleanup.policy": "compact"}
-        if self.timeline_window:
-            return {"cleanup.policy": "delete",
-                    "retention.ms": str(int(settings.timeline_retention.total_seconds() * 1000))}
         return {}
 
 
@@ -44,7 +45,7 @@ def topic_specs() -> list[TopicSpec]:
              # Receipts heard on any worker, keyed by message id, for the worker that owns the message's partition.
              TopicSpec("receipts"),
              # What sent messages said, for the console, where the type and HERALD_CONSOLE_PERSONAL_DATA allow it.
-             TopicSpec("content", timeline_window=True),
+             TopicSpec("content", compacted=True, timeline_window=True),
              # Statuses a tenant's registered endpoint did not take (consumers/pipeline/status_outbox.py).
              TopicSpec("webhooks.deadletter")]
     # Herald's own durable state (consumers/state/kvstore.py): compacted; partitioned or replicated by store.

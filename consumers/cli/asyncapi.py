@@ -167,6 +167,10 @@ def _messages() -> dict[str, dict[str, Any]]:
             "MessageContent", "Message content", "The text parts of one sent message, for the console.",
             {"$ref": SCHEMA_REF + "MessageContent"}, "The message id (`message_id`).",
             description="Personal data: written only where the operator allows the console to show it."),
+        "ContentErased": _message(
+            "ContentErased", "Content erased", "What replaces a message's content once `herald forget` erased its "
+            "recipient (compaction then removes the content).",
+            {"$ref": SCHEMA_REF + "ContentErased"}, "The message id (`message_id`)."),
         "StateRecord": _message(
             "StateRecord", "State record", "One entry of a worker's durable state.",
             {"type": "string", "format": "binary", "description": "The store's value (JSON or text, per store)."},
@@ -189,7 +193,7 @@ def asyncapi_document() -> dict[str, Any]:
 
     from consumers.pipeline.status import Receipt
     from consumers.topics import topic_specs
-    from schemas.content import MessageContent
+    from schemas.content import ContentErased, MessageContent
     from schemas.dispatch import Dispatch
     from schemas.events import CloudEvent, EventData
     from schemas.preferences import Preferences
@@ -209,12 +213,12 @@ def asyncapi_document() -> dict[str, Any]:
         doc = describe_topic(spec.short)
         channel_id = _channel_id(spec.short)
         kafka: dict[str, Any] = {}
-        if spec.compacted:
-            kafka["topicConfiguration"] = {"cleanup.policy": ["compact"]}
-        elif spec.timeline_window:
-            kafka["topicConfiguration"] = {"cleanup.policy": ["delete"],
+        if spec.timeline_window:
+            kafka["topicConfiguration"] = {"cleanup.policy": ["compact", "delete"] if spec.compacted else ["delete"],
                                            "retention.ms": int(defaults["timeline_retention"].default
                                                                .total_seconds() * 1000)}
+        elif spec.compacted:
+            kafka["topicConfiguration"] = {"cleanup.policy": ["compact"]}
         kafka["bindingVersion"] = KAFKA_BINDING_VERSION
         channels[channel_id] = {
             "address": prefix + spec.short, "title": spec.short, "summary": doc.summary,
@@ -232,7 +236,7 @@ def asyncapi_document() -> dict[str, Any]:
             }
     received, answer = reply_models()
     models: list[type[BaseModel]] = [CloudEvent, EventData, Dispatch, DeliveryStatus, received, answer, Preferences,
-                                     Receipt, MessageContent, rating_model()]
+                                     Receipt, MessageContent, ContentErased, rating_model()]
     used = {name for channel in channels.values() for name in channel["messages"]}
     return {
         "asyncapi": ASYNCAPI_VERSION,

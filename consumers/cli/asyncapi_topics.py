@@ -231,8 +231,9 @@ def describe_topic(short: str) -> TopicDoc:
         "content": TopicDoc(
             "What sent messages said (text parts, never HTML or attachments), for the console: only types whose "
             "catalog entry sets `show_content`, only while HERALD_CONSOLE_PERSONAL_DATA is on; records expire "
-            "after HERALD_TIMELINE_RETENTION.", ("MessageContent",), internal=True,
-            send="The delivery stage, once a message is sent.",
+            "after HERALD_TIMELINE_RETENTION, and `herald forget` replaces a person's with `ContentErased` records "
+            "(compact,delete).", ("MessageContent", "ContentErased"), internal=True,
+            send="The delivery stage, once a message is sent; `herald forget`.",
             receive="Every worker's console index (the message page of `/console`)."),
     }
     return topics[short]

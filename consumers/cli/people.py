@@ -136,11 +136,12 @@ def forget(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e
            phone: Annotated[list[str] | None, typer.Option(help="A phone number of theirs to clear too.")] = None,
            ) -> None:
     """Erase a person from Herald's state (GDPR): preferences, caps, scheduled messages (each `cancelled`),
-    send and document records, open questions. Run it with the workers' HERALD_SECRET (addresses are keyed with
-    it). What it cannot erase is listed in SECURITY.md."""
+    send and document records, open questions, and what the console kept of their messages. Run it with the
+    workers' HERALD_SECRET (addresses are keyed with it). What it cannot erase is listed in SECURITY.md."""
     settings = read_settings()
 
     async def go() -> Erasure:
+        from consumers.cli.content_erasure import erase_contents
         from consumers.cli.publish import TopicPublisher
         from consumers.clock import utcnow
         from consumers.observe.metrics import Metrics
@@ -164,6 +165,7 @@ def forget(recipient_id: Annotated[str, typer.Argument(help="The recipient id, e
                     "conversions")},
                     recipient_id, secret=secret, addresses=addresses,
                     cancelled=lambda d: statuses.for_dispatch(d, Status.CANCELLED, detail="erased"))
+                result.deleted["content"] = await erase_contents(settings, publisher, recipient_id, utcnow())
             for store in state.stores():
                 flush = getattr(store, "flush", None)
                 if flush is not None:

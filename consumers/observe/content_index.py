@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS positions (partition INTEGER PRIMARY KEY, next_offset
 Row = tuple[int, int, bytes | None]
 
 
-def _key(value: bytes | None) -> tuple[str, float] | None:
+def _key(value: bytes | None) -> tuple[str, float, bool] | None:
+    """(message id, time, whether the record is a `ContentErased`) of a record, None if it is neither kind."""
     try:
         doc = orjson.loads(value or b"")
         message_id, at = doc["message_id"], datetime.fromisoformat(doc["at"])
@@ -32,7 +33,7 @@ def _key(value: bytes | None) -> tuple[str, float] | None:
         return None
     if not isinstance(message_id, str):
         return None
-    return message_id, (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+    return message_id, (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp(), doc.get("erased") is True
 
 
 class ContentIndex:
@@ -47,19 +48,26 @@ class ContentIndex:
         self.skipped = 0
 
     def add(self, rows: Iterable[Row], positions: Mapping[int, int], *, since: float | None = None) -> int:
-        values = []
+        values: dict[str, tuple[str, float, bytes] | None] = {}  # by message id, in order: the last one counts
         for _, _, value in rows:
             key = _key(value)
-            if key is None:
+            if key is None or value is None:
                 self.skipped += 1
                 continue
-            if since is None or key[1] >= since:
-                values.append((*key, value))
+            message_id, at, erased = key
+            values.pop(message_id, None)
+            if erased:  # `herald forget`: the content goes, whenever it was read
+                values[message_id] = None
+            elif since is None or at >= since:
+                values[message_id] = (message_id, at, value)
+        kept = [row for row in values.values() if row is not None]
         with transaction(self._db):
-            self._db.executemany("INSERT OR REPLACE INTO contents (message_id, at, value) VALUES (?, ?, ?)", values)
+            self._db.executemany("DELETE FROM contents WHERE message_id = ?",
+                                 [(m,) for m, row in values.items() if row is None])
+            self._db.executemany("INSERT OR REPLACE INTO contents (message_id, at, value) VALUES (?, ?, ?)", kept)
             self._db.executemany("INSERT OR REPLACE INTO positions (partition, next_offset) VALUES (?, ?)",
                                  list(positions.items()))
-        return len(values)
+        return len(kept)
 
     def prune(self, before: float) -> int:
         with transaction(self._db):

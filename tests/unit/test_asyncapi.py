@@ -343,7 +343,10 @@ def test_asyncapi__compacted_topics_carry_their_cleanup_policy() -> None:
     channels = by_address(document())
     for spec in topic_specs():
         configuration = channels[PREFIX + spec.short]["bindings"]["kafka"].get("topicConfiguration", {})
-        assert (configuration.get("cleanup.policy") == ["compact"]) is spec.compacted, spec.short
+        assert ("compact" in configuration.get("cleanup.policy", [])) is spec.compacted, spec.short
+        assert ("delete" in configuration.get("cleanup.policy", [])) is spec.timeline_window, spec.short
+    assert channels[PREFIX + "content"]["bindings"]["kafka"]["topicConfiguration"]["cleanup.policy"] == [
+        "compact", "delete"]  # `herald forget` replaces records there
 
 
 def test_asyncapi__operations_say_what_herald_does_with_each_topic() -> None:

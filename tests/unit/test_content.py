@@ -14,7 +14,7 @@ from consumers.observe.content_index import ContentIndex
 from consumers.pipeline.delivery import DeliveryHooks
 from consumers.topics import topic_specs
 from schemas.catalog import CatalogEntry
-from schemas.content import MAX_PART_CHARS, MessageContent
+from schemas.content import MAX_PART_CHARS, ContentErased, MessageContent
 from schemas.settings import Settings
 from tests.fakes import ScriptedSender
 from tests.unit.test_delivery import NOW, dispatch, record, stage
@@ -35,6 +35,7 @@ async def sent_content(d_type: str, *, enabled: bool = True, channel: str = "ema
 async def test_content__a_type_that_allows_it_keeps_its_text_parts_but_never_the_html() -> None:
     [content] = await sent_content("order.confirmed")
     assert content.message_id == "msg-1" and content.channel == "email" and content.locale == "es"
+    assert content.recipient_id == "u1"  # what `herald forget` finds it by
     assert set(content.parts) == {"subject", "text"}
     assert "1001" in content.parts["subject"] + content.parts["text"]
 
@@ -73,10 +74,36 @@ def test_content__the_index_keeps_the_newest_per_message_and_prunes_by_time(tmp_
         index.close()
 
 
-def test_content__the_topic_expires_with_the_timeline_window() -> None:
+def test_content__an_erased_record_deletes_the_content_read_before_it_or_in_the_same_batch(tmp_path: Path) -> None:
+    index = ContentIndex(tmp_path / "c.sqlite")
+    try:
+        def content(message_id: str, offset: int) -> tuple[int, int, bytes]:
+            c = MessageContent(message_id=message_id, recipient_id="user-1", event_type="order.confirmed",
+                               channel="email", locale="es", template="order.confirmed/email",
+                               parts={"subject": "Pedido 77"}, at=NOW)
+            return (0, offset, c.model_dump_json().encode())
+
+        def erased(message_id: str, offset: int) -> tuple[int, int, bytes]:
+            return (0, offset, ContentErased(message_id=message_id, at=NOW).model_dump_json().encode())
+
+        assert index.add([content("msg-1", 0), content("msg-2", 1), content("msg-3", 2)], {0: 3}) == 3
+        # Read later, and in the batch of the content it replaces; an erasure of an unknown message is harmless.
+        assert index.add([erased("msg-1", 3), content("msg-4", 4), erased("msg-4", 5), erased("msg-9", 6)],
+                         {0: 7}) == 0
+        assert index.content("msg-1") is None and index.content("msg-4") is None
+        assert index.content("msg-2") is not None and index.count() == 2 and index.skipped == 0
+        # Erasures are applied even when older than the window (`since`), which only holds back contents.
+        index.add([erased("msg-2", 7)], {0: 8}, since=(NOW + timedelta(days=1)).timestamp())
+        assert index.content("msg-2") is None and index.content("msg-3") is not None
+    finally:
+        index.close()
+
+
+def test_content__the_topic_expires_with_the_timeline_window_and_is_compacted() -> None:
     [spec] = [s for s in topic_specs() if s.short == "content"]
     configs = spec.configs(Settings(timeline_retention=timedelta(days=2)))
-    assert configs == {"cleanup.policy": "delete", "retention.ms": str(2 * 86_400_000)}
+    # Compacted too: `herald forget`'s erasure record replaces a person's content in the log, not only in indexes.
+    assert configs == {"cleanup.policy": "compact,delete", "retention.ms": str(2 * 86_400_000)}
 
 
 async def test_content__a_long_part_is_cut_at_the_limit_and_marked() -> None:
