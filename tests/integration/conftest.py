@@ -53,3 +53,16 @@ async def sim_stack(broker: EmbeddedBroker, tmp_path: Path, request: pytest.Fixt
         stack.stop_workers()
         controller.stop()
         await sim.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failed test's report ends with the tail of its workers' logs: a failure seen only in CI (rebalances,
+    retries, a slow catch-up) is then explained by the run that had it."""
+    report: pytest.TestReport = yield
+    if report.when == "call" and report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        stack = funcargs.get("stack") or (funcargs.get("sim_stack") or (None,))[0]
+        if isinstance(stack, Stack):
+            report.sections.append(("workers' logs (last 12,000 characters of each)", stack.worker_log(12_000)))
+    return report

@@ -55,8 +55,8 @@ class Stack:
         for process in self.workers:
             stop_process(process)
 
-    def worker_log(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-4000:]
+    def worker_log(self, limit: int = 4000) -> str:
+        return "\n".join(p.read_text(errors="replace")[-limit:]
                          for p in sorted(Path(self.settings.data_dir).glob("worker-*.log")))
 
     async def publish(self, events: Iterable[Mapping[str, Any]]) -> None:
