@@ -23,7 +23,7 @@ import ipaddress
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar
 
 import httpx
@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from channels.base import OutboundMessage, SendResult
 from channels.errors import InvalidRecipient, ProviderUnavailable, RateLimited, Rejected
+from channels.host_clients import HostClients
 from channels.http import build_client, http_errors, retry_after_seconds
 from channels.signatures import standard_webhook_signature
 from schemas.settings import Settings
@@ -208,6 +209,22 @@ def _special(ip: IPAddress) -> bool:
             or any(ip in network for network in table))
 
 
+ANSWER_READ_BYTES = 65_536  # of a receiver's answer, read only so its connection can be kept
+
+
+async def _drain(response: httpx.Response, limit: int) -> None:
+    """Read a receiver's answer, of no interest and possibly endless: a short one to its end, so its connection
+    can be reused; past `limit` bytes no further (closing the response then drops the connection). Raw bytes,
+    never decoded: a small compressed answer could expand to any size."""
+    if response.is_stream_consumed:  # answered from memory (a test's transport)
+        return
+    read = 0
+    async for chunk in response.aiter_raw():
+        read += len(chunk)
+        if read > limit:
+            return
+
+
 class StandardWebhookProvider:
     """Signed JSON POSTs to customers' endpoints. Calls no one back, so it is only a `Sender`."""
 
@@ -223,8 +240,10 @@ class StandardWebhookProvider:
         self.clock = clock
         # No base URL: every request goes to an absolute, already-checked URL. Redirects are never followed
         # (httpx's default, asserted per request below): a 3xx could lead anywhere the guard did not check.
-        self.client = build_client("", headers={"User-Agent": USER_AGENT}, timeout=config.timeout,
-                                   transport=transport)
+        # One client per host name: connections are pinned to an address, and kept alive for their host only.
+        self.clients = HostClients(lambda: build_client("", headers={"User-Agent": USER_AGENT},
+                                                        timeout=config.timeout, transport=transport),
+                                   closes=transport is None)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
@@ -235,7 +254,7 @@ class StandardWebhookProvider:
         return None
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.clients.aclose()
 
     async def send(self, message: OutboundMessage) -> SendResult:
         body = self._body(message)
@@ -248,30 +267,38 @@ class StandardWebhookProvider:
                                       provider=self.name) from exc
 
     async def _post(self, message: OutboundMessage, body: bytes) -> SendResult:
-        url, host_header, server_name = await self._checked_url(message.address)
+        # The message id is stable across retries, so the receiver can drop a redelivery; the tenant's key ring
+        # signs side by side, and the receiver accepts any secret it holds.
+        with http_errors(self.name):
+            response = await self.signed_post(message.address, message.message_id, body,
+                                              self.config.ring_for(message.options.get("tenant")))
+        _raise_for_status(response, self.name)
+        return SendResult(provider=self.name, provider_message_id=message.message_id,
+                          detail=f"HTTP {response.status_code}")
+
+    async def signed_post(self, address: str, webhook_id: str, body: bytes, secrets: Sequence[str]
+                          ) -> httpx.Response:
+        """POST `body` to `address` through the guard, signed per Standard Webhooks with every one of `secrets`;
+        the answer's body is never read. Raises the guard's `DeliveryError`s and httpx's errors."""
+        url, host_header, server_name = await self._checked_url(address)
         timestamp = int(self.clock())
         headers = {
             "Host": host_header,
             "content-type": "application/json",
-            # The message id is stable across retries, so the receiver can drop a redelivery.
-            "webhook-id": message.message_id,
+            "webhook-id": webhook_id,
             "webhook-timestamp": str(timestamp),
-            # The tenant's key ring, every secret side by side: the receiver accepts any it holds.
-            "webhook-signature": " ".join(
-                standard_webhook_signature(secret, message.message_id, timestamp, body)
-                for secret in self.config.ring_for(message.options.get("tenant"))),
-            # A pinned connection is verified for one host name; never hand it to another host on the same IP.
-            "Connection": "close",
+            "webhook-signature": " ".join(standard_webhook_signature(secret, webhook_id, timestamp, body)
+                                          for secret in secrets),
         }
-        request = self.client.build_request("POST", url, content=body, headers=headers,
-                                            extensions={"sni_hostname": server_name})
-        with http_errors(self.name):
-            # Streamed and closed unread: the receiver's body is of no interest and may be arbitrarily large.
-            response = await self.client.send(request, stream=True, follow_redirects=False)
-            await response.aclose()
-        _raise_for_status(response, self.name)
-        return SendResult(provider=self.name, provider_message_id=message.message_id,
-                          detail=f"HTTP {response.status_code}")
+        async with self.clients.client(server_name) as client:
+            request = client.build_request("POST", url, content=body, headers=headers,
+                                           extensions={"sni_hostname": server_name})
+            response = await client.send(request, stream=True, follow_redirects=False)
+            try:
+                await _drain(response, ANSWER_READ_BYTES)
+            finally:
+                await response.aclose()
+        return response
 
     def _body(self, message: OutboundMessage) -> bytes:
         try:

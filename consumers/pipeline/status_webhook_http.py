@@ -1,10 +1,11 @@
 """One POST of a status to a tenant's endpoint, signed per Standard Webhooks, and what its answer means.
 
-The webhook channel's provider (channels/providers/webhook.py) does the HTTP: its one reused client, its SSRF guard
-(public unicast addresses only, the host resolved once and the connection pinned to the checked address, allowed
-ports; `HERALD_WEBHOOK_ALLOW_PRIVATE` lifts it for development), its redirect refusal and its deadline over the
-whole send (`HERALD_WEBHOOK_TIMEOUT`). Only the body and the secrets differ: the body is the status record's value
-byte for byte, and the secrets are the registration's (every live one signs, side by side in `webhook-signature`).
+The webhook channel's provider (channels/providers/webhook.py) does the HTTP: its keep-alive clients per host,
+its SSRF guard (public unicast addresses only, the host resolved once and the connection pinned to the checked
+address, allowed ports; `HERALD_WEBHOOK_ALLOW_PRIVATE` lifts it for development), its redirect refusal and its
+deadline over the whole send (`HERALD_WEBHOOK_TIMEOUT`). Only the body and the secrets differ: the body is the
+status record's value byte for byte, and the secrets are the registration's (every live one signs, side by side in
+`webhook-signature`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import httpx
 from channels.errors import DeliveryError
 from channels.http import retry_after_seconds
 from channels.providers.webhook import StandardWebhookProvider
-from channels.signatures import standard_webhook_signature
 
 # Reasons (bounded: metric labels and dead-letter headers) of attempts that may succeed later, and of the others.
 RETRIABLE = frozenset({"timeout", "connection", "dns_error", "rate_limited", "server_error", "request_timeout"})
@@ -84,21 +84,4 @@ class StatusPoster(StandardWebhookProvider):
             return Attempt(False, "connection", type(exc).__name__)
 
     async def _signed_post(self, url: str, webhook_id: str, body: bytes, secrets: Sequence[str]) -> Attempt:
-        target, host_header, server_name = await self._checked_url(url)
-        timestamp = int(self.clock())
-        headers = {
-            "Host": host_header,
-            "content-type": "application/json",
-            "webhook-id": webhook_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": " ".join(standard_webhook_signature(secret, webhook_id, timestamp, body)
-                                          for secret in secrets),
-            # A pinned connection is verified for one host name: never handed to another tenant's host on that IP.
-            "Connection": "close",
-        }
-        request = self.client.build_request("POST", target, content=body, headers=headers,
-                                            extensions={"sni_hostname": server_name})
-        # Streamed and closed unread: the receiver's body is of no interest and may be arbitrarily large.
-        response = await self.client.send(request, stream=True, follow_redirects=False)
-        await response.aclose()
-        return judge(response)
+        return judge(await self.signed_post(url, webhook_id, body, secrets))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -14,10 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 import channels.providers.webhook as webhook_module
 from channels.base import OutboundMessage, Sender, WebhookReceiver
 from channels.errors import DeliveryError, InvalidRecipient, ProviderUnavailable, Rejected
+from channels.host_clients import HostClients
 from channels.providers.webhook import StandardWebhookProvider, WebhookSettings
 from channels.rendering.render import Rendered
 from channels.signatures import standard_webhook_signature, verify_standard_webhook
@@ -451,7 +455,88 @@ async def test_standard_webhook__request_is_pinned_to_the_checked_address(make: 
     assert str(request.url) == "https://93.184.216.34:8443/herald?tenant=acme"
     assert request.headers["host"] == "hooks.example.com:8443"
     assert request.extensions["sni_hostname"] == "hooks.example.com"
-    assert request.headers["connection"] == "close"
+
+
+async def test_standard_webhook__connections_are_kept_alive_per_host_and_never_shared_between_hosts(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two customers' hosts on one address (a shared load balancer): each reuses its own connections, and no
+    # connection ever carries the other's requests (it was pinned, and over TLS verified, for one name).
+    monkeypatch.setattr(webhook_module, "resolve_host", resolver("127.0.0.1"))
+    hosts_by_connection: dict[tuple[str, int], set[str]] = {}
+
+    async def receive(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peer = request.transport.get_extra_info("peername")
+        hosts_by_connection.setdefault(peer, set()).add(request.headers["Host"].partition(":")[0])
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    async with TestServer(app, host="127.0.0.1") as server:
+        provider = StandardWebhookProvider(WebhookSettings(allow_private=True), settings)
+        try:
+            for i in range(20):
+                for host in ("hooks-a.test", "hooks-b.test"):
+                    await provider.send(outbound(address=f"http://{host}:{server.port}/hook", message_id=f"m{i}"))
+        finally:
+            await provider.close()
+    assert all(len(hosts) == 1 for hosts in hosts_by_connection.values()), hosts_by_connection
+    by_host = [sum(host in hosts for hosts in hosts_by_connection.values())
+               for host in ("hooks-a.test", "hooks-b.test")]
+    assert by_host == [1, 1], hosts_by_connection  # 20 requests each, one connection each (was 20 each)
+
+
+async def test_standard_webhook__an_endless_answer_is_cut_off_and_the_send_still_counts(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webhook_module, "resolve_host", resolver("127.0.0.1"))
+    written = 0
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        nonlocal written
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while written < 50_000_000:
+                await response.write(b"x" * 16_384)
+                written += 16_384
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", endless)
+    async with TestServer(app, host="127.0.0.1") as server:
+        provider = StandardWebhookProvider(WebhookSettings(allow_private=True, timeout=5), settings)
+        try:
+            result = await provider.send(outbound(address=f"http://hooks.test:{server.port}/hook"))
+        finally:
+            await provider.close()
+    assert result.detail == "HTTP 200"
+    assert written < 5_000_000  # the receiver was cut off after about 64 KiB (and socket buffers), not read out
+
+
+async def test_host_clients__the_least_recently_used_host_is_closed_once_its_request_is_done() -> None:
+    closed: list[str] = []
+
+    class Named(httpx.AsyncClient):
+        async def aclose(self) -> None:
+            closed.append(self.headers["x-name"])
+            await super().aclose()
+
+    made = iter(f"c{i}" for i in range(10))
+    clients = HostClients(lambda: Named(headers={"x-name": next(made)}), size=2)
+    async with clients.client("a") as a:
+        async with clients.client("b"):
+            pass
+        async with clients.client("c"):  # "a" is the least recently used, but still in use
+            assert closed == []
+        assert a.headers["x-name"] == "c0" and not a.is_closed
+    assert closed == ["c0"] and len(clients) == 2
+    async with clients.client("b") as b:  # kept, and now the most recent: "c" goes next
+        assert b.headers["x-name"] == "c1"
+    async with clients.client("d"):
+        pass
+    assert closed == ["c0", "c2"]
+    await clients.aclose()
+    assert sorted(closed) == ["c0", "c1", "c2", "c3"]
 
 
 async def test_standard_webhook__resolver_sees_host_and_default_port(make: Make,
