@@ -16,6 +16,7 @@ from consumers.cli.asyncapi import register as register_asyncapi
 from consumers.cli.base import EXIT_USAGE, HeraldGroup, console, err, fail, global_options, read_settings, warn
 from consumers.cli.people import register as register_people
 from consumers.cli.trace import register as register_trace
+from consumers.cli.webhook_dlq import register as register_webhook_dlq
 
 if TYPE_CHECKING:  # imported when used: `herald --help` loads neither Kafka's client nor the models
     from aiokafka import ConsumerRecord
@@ -235,6 +236,7 @@ def status(
 
 dlq_app = typer.Typer(help="Dead letters: list them with their reasons, replay chosen ones.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+register_webhook_dlq(dlq_app)
 
 
 @dlq_app.command("list")

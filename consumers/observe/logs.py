@@ -47,7 +47,9 @@ def logging_config(level: str) -> dict[str, Any]:
         "root": {"level": level.upper(), "handlers": ["stderr"]},
         # Faust and mode log whole records at debug (bodies, addresses, codes): never below info, whatever
         # HERALD_LOG_LEVEL says. tests/integration/test_personal_data.py scans a debug run for personal data.
-        "loggers": {"aiokafka": {"level": "WARNING"},
+        # httpx logs each request's full URL at info: a customer's webhook URL may carry a token in its path or
+        # query, and providers' URLs name accounts. Herald logs its sends itself, with hosts only.
+        "loggers": {"aiokafka": {"level": "WARNING"}, "httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"},
                     **{name: {"level": _at_least_info(level)} for name in LIBRARIES_WITH_RECORDS}},
     }
 

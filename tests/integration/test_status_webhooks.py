@@ -6,6 +6,9 @@ every one of its statuses."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from consumers.cli.publish import make_event
 from consumers.dev.broker import free_port
 from consumers.pipeline.status_webhooks import webhook_id
 from schemas.catalog import Catalog
+from schemas.settings import Settings
 from schemas.status import DeliveryStatus, Status
 from tests.integration.harness import Stack
 from tests.unit.test_status_webhooks import reference_verify
@@ -124,3 +128,64 @@ async def test_status_webhooks__each_tenant_receives_exactly_its_own_statuses_si
     assert len(endpoints.got["globex"]) == len(expected["globex"]) + 2
     assert len(endpoints.got["acme"]) == len(expected["acme"])
     assert await stack.read("webhooks.deadletter") == []
+
+
+async def test_status_webhooks__dead_letters_of_a_gone_endpoint_are_listed_and_replayed_under_their_ids(
+        stack: Stack) -> None:
+    gone = True
+    received: list[tuple[str, bytes]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        if gone:
+            return web.Response(status=410)
+        received.append((request.headers["webhook-id"], await request.read()))
+        return web.Response(status=204)
+
+    application = web.Application()
+    application.router.add_post("/acme", handle)
+    runner = web.AppRunner(application)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        stack.start_worker(HERALD_API_KEYS=f"acme={KEYS['acme']}", HERALD_WEBHOOK_ALLOW_PRIVATE="true")
+        base = f"http://127.0.0.1:{stack.settings.web_port}"
+        auth = {"Authorization": f"Bearer {KEYS['acme']}"}
+        assert stack.settings.catalog is not None
+        sample = Catalog.load(stack.settings.catalog).types["order.confirmed"].sample
+        async with httpx.AsyncClient(timeout=10) as client:
+            created = await client.put(f"{base}/v1/webhooks/status", json={"url": f"http://127.0.0.1:{port}/acme"},
+                                       headers=auth)
+            assert created.status_code == 201, created.text
+            event = make_event("order.confirmed", {"id": "acme-1", "email": "acme1@example.org"}, sample)
+            assert (await client.post(f"{base}/v1/events", json=[event], headers=auth)).status_code == 202
+        await stack.wait_statuses(lambda ss: any(s.status is Status.SENT for s in ss), timeout=30)
+
+        # 410 is final: every status of the message (accepted, sent) is dead-lettered at once.
+        env = {**os.environ, **Settings.as_env(stack.settings)}
+
+        async def herald(*args: str) -> subprocess.CompletedProcess[str]:
+            return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "consumers", *args], env=env,
+                                           capture_output=True, text=True, timeout=60)
+
+        letters: list[dict[str, object]] = []
+        for _ in range(40):
+            listed = await herald("dlq", "webhooks", "list", "--json")
+            assert listed.returncode == 0, listed.stderr
+            letters = [orjson.loads(line) for line in listed.stdout.splitlines()]
+            if {letter["status"] for letter in letters} >= {"accepted", "sent"}:
+                break
+            await asyncio.sleep(0.5)
+        assert letters and all(letter["tenant"] == "acme" and letter["reason"] == "gone" for letter in letters)
+
+        gone = False  # the endpoint is back
+        replayed = await herald("dlq", "webhooks", "replay", "--tenant", "acme")
+        assert replayed.returncode == 0, replayed.stderr
+        assert f"replayed {len(letters)} status webhook dead letter" in replayed.stdout
+        deadline = time.monotonic() + 30  # the owning worker reads its outbox every 10 s
+        while len(received) < len(letters) and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+        assert sorted(received) == sorted((str(letter["webhook_id"]), str(letter["body"]).encode())
+                                          for letter in letters), stack.worker_log()
+    finally:
+        await runner.cleanup()
