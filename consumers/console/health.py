@@ -1,5 +1,6 @@
 """The console's health page (`/console/health`): per provider the circuit breaker, rate-limit waits, sends and
-error rates; per lane the consumer lag by partition and the latency percentiles of event -> sent. It refreshes
+error rates; per lane the consumer lag by partition and the latency percentiles of event -> sent; per tenant's
+status webhook endpoint this worker's outbox (waiting, paused) and outcomes. It refreshes
 itself every 10 s (static/health.js fetches `/console/health/fragment`) and is whole without JavaScript."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from consumers.console.health_query import DEFAULT_WINDOW, LANES, RATE_WINDOWS, WINDOWS, Health, read_health
 from consumers.console.views import HEADERS, context, fragment, page
+from consumers.console.webhooks_health import OUTCOMES
 
 REFRESH_SECONDS = 10
 
@@ -26,7 +28,8 @@ async def _read(request: web.Request) -> Health:
 
 
 def _values(health: Health) -> dict[str, Any]:
-    return {"health": health, "lanes": LANES, "rate_windows": RATE_WINDOWS, "windows": list(WINDOWS)}
+    return {"health": health, "lanes": LANES, "rate_windows": RATE_WINDOWS, "windows": list(WINDOWS),
+            "outcomes": OUTCOMES}
 
 
 async def _health(request: web.Request) -> web.Response:

@@ -1,23 +1,23 @@
 """The numbers of the console's health page, read where they live.
 
 This worker's own, from its Prometheus registry (`Metrics`): each provider's circuit breaker, the seconds its sends
-waited for rate-limit tokens, its share of every limit, and the consumer lag of the partitions it owns. The whole
-group's, from the status index every worker keeps of `herald.status` (`TimelineIndex`): send attempts and errors
-per provider over the last 5 and 60 minutes, and the latency percentiles of event -> sent per lane over a chosen
-window. Both queries bound the time range and use the indexed `at` column, so a week of statuses costs nothing.
+waited for rate-limit tokens, its share of every limit, the consumer lag of the partitions it owns, and its status
+webhook outboxes per tenant (consumers/console/webhooks_health.py). The whole group's, from the status index every
+worker keeps of `herald.status` (`TimelineIndex`): send attempts and errors per provider over the last 5 and 60
+minutes, and the latency percentiles of event -> sent per lane over a chosen window. Both queries bound the time
+range and use the indexed `at` column, so a week of statuses costs nothing.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from prometheus_client.metrics import MetricWrapperBase
-
 from channels.registry import parse_provider_spec
-from consumers.observe.metrics import CIRCUIT_VALUES, Metrics
+from consumers.console.webhooks_health import TenantWebhooks, tenant_webhooks
+from consumers.observe.metrics import CIRCUIT_VALUES, Metrics, samples
 from consumers.observe.timeline_index import TimelineIndex
 from schemas.catalog import Catalog, Priority
 
@@ -29,14 +29,6 @@ PERCENTILES = (50, 95, 99)
 MAX_LATENCY_SAMPLES = 100_000  # the latest sends of the window; a busy day is sampled, not read whole
 ERROR_STATUSES = ("retrying", "failed")
 BREAKER_STATES = {value: name for name, value in CIRCUIT_VALUES.items()}
-
-
-def samples(metric: MetricWrapperBase, name: str) -> Iterator[tuple[Mapping[str, str], float]]:
-    """(labels, value) of every sample called `name` of a metric (a counter's `_total`, not its `_created`)."""
-    for family in metric.collect():
-        for sample in family.samples:
-            if sample.name == name:
-                yield sample.labels, sample.value
 
 
 @dataclass(frozen=True)
@@ -190,6 +182,7 @@ class Health:
     share: float
     latencies: dict[str, LaneLatency]
     lags: dict[str, list[PartitionLag]]
+    webhooks: list[TenantWebhooks]
 
 
 def read_health(metrics: Metrics, index: TimelineIndex | None, catalog: Catalog, provider_spec: str, at: datetime,
@@ -206,7 +199,7 @@ def read_health(metrics: Metrics, index: TimelineIndex | None, catalog: Catalog,
     lanes = (latencies(index, catalog, now, WINDOWS[window]) if index is not None
              else {lane: LaneLatency(lane, 0, {}) for lane in LANES})
     return Health(at, window, _ordered(found.values(), provider_spec), rate_limit_share(metrics), lanes,
-                  lags(metrics))
+                  lags(metrics), tenant_webhooks(metrics))
 
 
 def _ordered(found: Iterable[ProviderHealth], provider_spec: str) -> list[ProviderHealth]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 
 from prometheus_client import (
@@ -15,6 +16,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -173,3 +175,11 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def samples(metric: MetricWrapperBase, name: str) -> Iterator[tuple[Mapping[str, str], float]]:
+    """(labels, value) of every sample called `name` of a metric (a counter's `_total`, not its `_created`)."""
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                yield sample.labels, sample.value

@@ -177,3 +177,43 @@ async def test_health_page__providers_lanes_and_which_numbers_are_whose(tmp_path
     assert 'data-source="/console/health/fragment?window=1h"' in html
     assert "<html" not in fragment and 'data-provider="email/smtp"' in fragment and "last 1h" in fragment
     assert "this worker's own" in html and "every worker" in html
+
+
+async def test_health_page__each_tenants_status_webhook_outbox_on_this_worker(tmp_path: Path) -> None:
+    ctx = console_context(tmp_path)
+    ctx.clock = lambda: NOW
+    ctx.extras["catalog"] = CATALOG
+    m = ctx.metrics
+    m.status_webhook_pending.labels("globex").set(37)
+    m.status_webhook_paused.labels("globex").set(1)
+    m.status_webhook_deliveries.labels("globex", "retried").inc(12)
+    m.status_webhook_deliveries.labels("globex", "dead_lettered").inc(3)
+    m.status_webhook_dead_letters.labels("globex", "retries_exhausted").inc(2)
+    m.status_webhook_dead_letters.labels("globex", "backlog_full").inc(1)
+    m.status_webhook_paused.labels("acme").set(0)
+    m.status_webhook_deliveries.labels("acme", "delivered").inc(250)
+    client = await client_for(ctx)
+    try:
+        html = await (await client.get("/console/health", headers=BEARER)).text()
+    finally:
+        await client.close()
+    rows = dict(re.findall(r'<tr data-tenant="([^"]+)">(.*?)</tr>', html, re.S))
+    assert list(rows) == ["acme", "globex"]
+    assert "paused" not in rows["acme"] and 'class="badge bad paused">paused<' in rows["globex"]
+    cells = [re.sub(r"<[^>]+>", "", c).strip()
+             for c in re.findall(r'<td class="(?:num|small)[^"]*"[^>]*>(.*?)</td>', rows["globex"], re.S)]
+    # waiting, delivered, retried, dead lettered, dropped, dead letters by reason
+    assert cells == ["37", "0", "12", "3", "0", "retries_exhausted 2, backlog_full 1"]
+    assert 'data-outcome="delivered">250<' in rows["acme"]
+
+
+async def test_health_page__without_status_webhooks_says_so(tmp_path: Path) -> None:
+    ctx = console_context(tmp_path)
+    ctx.clock = lambda: NOW
+    ctx.extras["catalog"] = CATALOG
+    client = await client_for(ctx)
+    try:
+        html = await (await client.get("/console/health", headers=BEARER)).text()
+    finally:
+        await client.close()
+    assert "No tenant's status webhook has had a status from this worker yet." in html
