@@ -12,12 +12,14 @@ marked `data-herald-notrack`, and links the caller's `click` declines (returns N
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from html import escape
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 NO_TRACK_ATTRIBUTE = "data-herald-notrack"
+NEWLINE = re.compile("\n")
 TRACKED_SCHEMES = frozenset({"http", "https"})
 
 
@@ -52,10 +54,7 @@ class _Finder(HTMLParser):
     def __init__(self, text: str) -> None:
         super().__init__(convert_charrefs=True)
         self.text = text
-        self.line_starts = [0]
-        for n, char in enumerate(text):
-            if char == "\n":
-                self.line_starts.append(n + 1)
+        self.line_starts = [0, *(match.end() for match in NEWLINE.finditer(text))]
         self.anchors: list[tuple[int, str, list[tuple[str, str | None]]]] = []
         self.body_end: int | None = None
         self.html_end: int | None = None
