@@ -55,7 +55,12 @@ PAGED_ON = {"herald_consumer_lag", "herald_provider_circuit_state", "herald_stat
 EXPECTED_ALERTS = {"HeraldWorkerDown", "HeraldDeadLettersRising", "HeraldSendErrorRatioHigh",
                    "HeraldCriticalLatencyHigh", "HeraldEmailLatencyHigh", "HeraldNoSends", "HeraldProviderErrorsBurst",
                    "HeraldCircuitOpen", "HeraldConsumerLagHigh", "HeraldCriticalLagHigh", "HeraldStateGrowing",
-                   "HeraldDeadLetterBacklogGrowing", "HeraldRateLimitWaits", "HeraldRebalancesFrequent"}
+                   "HeraldDeadLetterBacklogGrowing", "HeraldRateLimitWaits", "HeraldRebalancesFrequent",
+                   "HeraldStatusWebhookDeadLetters", "HeraldStatusWebhookPaused", "HeraldStatusWebhookBacklog"}
+# Outbound status webhooks (issue 16): the alert that watches each family a tenant's endpoint trouble shows in.
+STATUS_WEBHOOK_ALERTS = {"HeraldStatusWebhookDeadLetters": "herald_status_webhook_dead_letters",
+                         "HeraldStatusWebhookPaused": "herald_status_webhook_paused",
+                         "HeraldStatusWebhookBacklog": "herald_status_webhook_pending"}
 GENERIC_LABELS = {"le", "job", "instance"}
 METRIC_RE = re.compile(r"herald_[a-z_]+")
 # Families of prometheus_client's process and platform collectors, on Herald's registry too.
@@ -471,6 +476,30 @@ def test_deploy__an_alert_watches_each_metric_an_sre_pages_on() -> None:
     assert watched >= PAGED_ON, f"no alert on {PAGED_ON - watched}"
     circuit = rules["HeraldCircuitOpen"]
     assert "herald_provider_circuit_state" in circuit["expr"] and circuit["labels"]["severity"] == "critical"
+
+
+def test_deploy__status_webhooks_are_on_the_dashboard_and_alerts_watch_dead_letters_pauses_and_backlog() -> None:
+    families = {name for name in metric_labels() if name.startswith("herald_status_webhook_")}
+    assert families >= {*STATUS_WEBHOOK_ALERTS.values(), "herald_status_webhook_deliveries",
+                        "herald_status_webhook_latency_seconds"}
+    shown = {base_metric(n) for e in dashboard_exprs() for n in METRIC_RE.findall(e)}
+    assert families <= shown, f"the dashboard leaves out {families - shown}"
+    latency = [e for e in dashboard_exprs() if "herald_status_webhook_latency_seconds" in e]
+    assert latency and all(e.startswith("histogram_quantile(") and "herald_status_webhook_latency_seconds_bucket" in e
+                           and "by (tenant, le)" in e for e in latency), latency
+
+    rules = {r["alert"]: r for r in alert_rules()}
+    for alert, family in STATUS_WEBHOOK_ALERTS.items():
+        expr = rules[alert]["expr"]
+        assert family in {base_metric(n) for n in METRIC_RE.findall(expr)}, f"{alert} does not watch {family}"
+        groupings = [{label.strip() for label in clause.split(",")} for clause in BY_RE.findall(expr)]
+        assert groupings and all("tenant" in g for g in groupings), f"{alert} must fire per tenant: {expr!r}"
+        if alert == "HeraldStatusWebhookDeadLetters":
+            assert all("reason" in g for g in groupings), "the reason says what to do"
+    # A worker's flag stays 1 until a probe succeeds, and it probes only while statuses wait on it: the alert
+    # counts a paused worker only with statuses waiting on that same worker.
+    paused = rules["HeraldStatusWebhookPaused"]["expr"]
+    assert "herald_status_webhook_pending" in paused and re.search(r"and\s+on\s*\(instance, tenant\)", paused)
 
 
 def test_deploy__lag_alerts_watch_each_lane_and_the_critical_one_is_tighter() -> None:
