@@ -71,10 +71,22 @@ class Lane:
     due: dict[str, datetime] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)
     held: bool = False  # its head is due but the breaker let nothing through at the last pump
+    created: dict[str, datetime] = field(default_factory=dict)  # when each waiting entry's retry window began
 
-    def add(self, key: str, due: datetime) -> None:
+    def add(self, key: str, due: datetime, created: datetime | None = None) -> None:
         self.due[key] = due
+        if created is not None:
+            self.created[key] = created
         heapq.heappush(self.heap, (due, key))
+
+    def drop(self, key: str) -> None:
+        self.due.pop(key, None)
+        self.created.pop(key, None)
+
+    def expired(self, before: datetime) -> list[str]:
+        """Waiting entries (not in flight) whose retry window began before `before`."""
+        return [key for key, created in self.created.items()
+                if created < before and key in self.due and key not in self.in_flight]
 
     def head(self) -> tuple[datetime, str] | None:
         """The earliest waiting entry (stale heap items dropped)."""
@@ -137,7 +149,7 @@ class Outbox:
         """Index an entry just stored (the status agent, once the broker has it)."""
         lane = self.lane(entry.tenant)
         if key not in lane.due:
-            lane.add(key, entry.due_at or self.clock())
+            lane.add(key, entry.due_at or self.clock(), entry.created_at)
             self.metrics.status_webhook_pending.labels(entry.tenant).set(lane.pending)
             self._wake.set()
 
@@ -147,12 +159,12 @@ class Outbox:
         keys = set(self.store.list_keys())
         for lane in self.lanes.values():
             for key in [k for k in lane.due if k not in keys and k not in lane.in_flight]:
-                del lane.due[key]
+                lane.drop(key)
         known = {key for lane in self.lanes.values() for key in lane.due} | self._unreadable
         for key in keys - known:
             entry = self._load(key)
             if entry is not None:
-                self.lane(entry.tenant).add(key, entry.due_at or self.clock())
+                self.lane(entry.tenant).add(key, entry.due_at or self.clock(), entry.created_at)
         for tenant, lane in self.lanes.items():
             self.metrics.status_webhook_pending.labels(tenant).set(lane.pending)
 
@@ -187,6 +199,38 @@ class Outbox:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    def expire(self) -> None:
+        """Give up the entries of paused endpoints whose retry window is over. An endpoint that answers is tried
+        again and given up on at its failure past the window (`_retry`); a paused one is only probed, so without
+        this its waiting entries would outlive the window (and be delivered late if it came back)."""
+        before = self.clock() - self.config.retry_for
+        for lane in self.lanes.values():
+            if lane.breaker.state == CLOSED:
+                continue
+            for key in lane.expired(before):
+                lane.in_flight.add(key)  # not started by a pump meanwhile
+                task = asyncio.create_task(self._expire(lane, key), name=f"status webhook expiry {lane.tenant}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _expire(self, lane: Lane, key: str) -> None:
+        try:
+            entry = self._load(key)
+            if entry is None:
+                lane.drop(key)
+                return
+            registration = self.registrations.get(lane.tenant)
+            detail = (f"endpoint paused past the {self.config.retry_for.total_seconds():g} s retry window"
+                      + (f" ({entry.last_error})" if entry.last_error else ""))
+            await self.dead_letter(key, entry, "retries_exhausted", detail,
+                                   url=registration.url if registration else None)
+            await self._forget(lane, key, entry)
+        except Exception:
+            log.exception("status webhook expiry failed inside Herald", extra={"tenant": lane.tenant})
+        finally:
+            lane.in_flight.discard(key)
+            self.metrics.status_webhook_pending.labels(lane.tenant).set(lane.pending)
+
     def next_wake(self) -> float:
         """Seconds until a lane may start something (SCAN_EVERY at most)."""
         now = self.clock()
@@ -214,6 +258,7 @@ class Outbox:
                 if loop.time() - last_scan >= SCAN_EVERY:
                     await self.store.ready()
                     self.scan()
+                    self.expire()
                     last_scan = loop.time()
                 self._wake.clear()
                 self.pump()
@@ -294,7 +339,7 @@ class Outbox:
                                            "last_error": f"{attempt.reason}: {attempt.detail}"[:200]})
         # Kept with its next time, so a restart neither forgets the attempts nor calls a failing endpoint at once.
         await self.store.put(key, updated.model_dump_json().encode(), partition=entry.partition)
-        lane.add(key, due)
+        lane.add(key, due, entry.created_at)
         self.metrics.status_webhook_deliveries.labels(lane.tenant, "retried").inc()
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
@@ -305,7 +350,7 @@ class Outbox:
         return max(delay, retry_after or 0.0)
 
     async def _forget(self, lane: Lane, key: str, entry: OutboxEntry | None) -> None:
-        lane.due.pop(key, None)
+        lane.drop(key)
         if entry is not None:
             await self.store.delete(key, partition=entry.partition)
 

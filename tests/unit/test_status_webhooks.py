@@ -352,6 +352,41 @@ async def test_status_webhooks__failing_endpoint_is_paused_then_resumed_by_a_pro
     assert len(rig.receiver.requests) == 5 and outbox_entries(rig) == {}
 
 
+async def test_status_webhooks__statuses_of_a_paused_endpoint_are_given_up_when_their_retry_window_ends() -> None:
+    rig = make_rig(receiver=Receiver({"93.184.216.34": [httpx.Response(503)] * 1000}),
+                   status_webhook_pause_after=2, status_webhook_pause_for=60, status_webhook_concurrency=1)
+    await rig.register("acme", ACME_URL)
+    for _ in range(20):
+        await rig.hooks.handle(rig.record())
+    await rig.settle()
+    rig.clock.advance(1)
+    await rig.settle()
+    assert rig.count("herald_status_webhook_paused", tenant="acme") == 1
+    sent = len(rig.receiver.requests)
+    rig.clock.advance(59 * 60)  # within the hour: nothing given up, whatever the probes say
+    rig.outbox.expire()
+    await rig.settle()
+    assert rig.dead_letters() == [] and rig.outbox.pending("acme") == 20
+    rig.clock.advance(61)  # the window (1 h) is over for all 20: given up at once, not one per failed probe
+    rig.outbox.expire()
+    await rig.outbox.drain()
+    letters = rig.dead_letters()
+    assert len(letters) == 20 and {d["herald-error"] for d in letters} == {"retries_exhausted"}
+    assert all("paused past the 3600 s retry window" in d["herald-error-detail"] for d in letters)
+    assert rig.outbox.pending("acme") == 0 and outbox_entries(rig) == {}
+    assert len(rig.receiver.requests) <= sent + 60  # a probe a minute at most meanwhile, none for the expiry
+    assert rig.count("herald_status_webhook_pending", tenant="acme") == 0
+
+
+async def test_status_webhooks__an_endpoint_that_answers_is_not_cut_short_by_the_expiry(rig: Rig) -> None:
+    await rig.register("acme", ACME_URL)
+    await rig.hooks.handle(rig.record())
+    rig.clock.advance(7200)  # waited long (a restart), but the endpoint is not paused: it is tried
+    rig.outbox.expire()
+    await rig.settle()
+    assert len(rig.receiver.requests) == 1 and rig.dead_letters() == []
+
+
 async def test_status_webhooks__slow_endpoint_does_not_hold_up_another_tenant(rig: Rig) -> None:
     release = asyncio.Event()
 
