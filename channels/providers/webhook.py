@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
 import socket
@@ -212,17 +213,24 @@ def _special(ip: IPAddress) -> bool:
 ANSWER_READ_BYTES = 65_536  # of a receiver's answer, read only so its connection can be kept
 
 
-async def _drain(response: httpx.Response, limit: int) -> None:
+ANSWER_READ_SECONDS = 1.0  # for the rest of an answer whose status is in
+
+
+async def _drain(response: httpx.Response, limit: int = ANSWER_READ_BYTES, seconds: float = ANSWER_READ_SECONDS
+                 ) -> None:
     """Read a receiver's answer, of no interest and possibly endless: a short one to its end, so its connection
-    can be reused; past `limit` bytes no further (closing the response then drops the connection). Raw bytes,
-    never decoded: a small compressed answer could expand to any size."""
+    can be reused; past `limit` bytes or `seconds` no further (closing the response then drops the connection).
+    The status is what counts: a body that drips, stops or breaks never turns an answered send into a failed
+    one (which would be sent again). Raw bytes, never decoded: a small compressed answer could expand to any size."""
     if response.is_stream_consumed:  # answered from memory (a test's transport)
         return
     read = 0
-    async for chunk in response.aiter_raw():
-        read += len(chunk)
-        if read > limit:
-            return
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(seconds):
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > limit:
+                    return
 
 
 class StandardWebhookProvider:
@@ -295,7 +303,7 @@ class StandardWebhookProvider:
                                            extensions={"sni_hostname": server_name})
             response = await client.send(request, stream=True, follow_redirects=False)
             try:
-                await _drain(response, ANSWER_READ_BYTES)
+                await _drain(response)
             finally:
                 await response.aclose()
         return response

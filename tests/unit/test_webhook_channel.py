@@ -513,6 +513,45 @@ async def test_standard_webhook__an_endless_answer_is_cut_off_and_the_send_still
     assert written < 5_000_000  # the receiver was cut off after about 64 KiB (and socket buffers), not read out
 
 
+async def test_standard_webhook__an_answer_whose_body_drips_or_breaks_still_counts_as_answered(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The 2xx is what counts: a body that arrives a byte a second, or stops before its Content-Length, must not
+    # turn a delivered webhook into a failed one that is sent again.
+    monkeypatch.setattr(webhook_module, "resolve_host", resolver("127.0.0.1"))
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(30):
+                await response.write(b".")
+                await asyncio.sleep(1)
+        return response
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=202, headers={"Content-Length": "1000"})
+        await response.prepare(request)
+        await response.write(b"only ten b")
+        assert request.transport is not None
+        request.transport.close()  # the rest never comes
+        return response
+
+    app = web.Application()
+    app.router.add_post("/drip", drip)
+    app.router.add_post("/broken", broken)
+    async with TestServer(app, host="127.0.0.1") as server:
+        provider = StandardWebhookProvider(WebhookSettings(allow_private=True, timeout=5), settings)
+        try:
+            started = time.monotonic()
+            dripped = await provider.send(outbound(address=f"http://hooks.test:{server.port}/drip"))
+            took = time.monotonic() - started
+            cut = await provider.send(outbound(address=f"http://hooks.test:{server.port}/broken", message_id="m2"))
+        finally:
+            await provider.close()
+    assert dripped.detail == "HTTP 200" and took < 3  # not the 5 s deadline, not a timeout
+    assert cut.detail == "HTTP 202"
+
+
 async def test_host_clients__the_least_recently_used_host_is_closed_once_its_request_is_done() -> None:
     closed: list[str] = []
 
