@@ -4,8 +4,8 @@ The webhook channel connects to the IP address its SSRF guard checked, not to th
 (channels/providers/webhook.py). httpx pools connections by the URL's origin, which is then that address: two
 customers' hosts on one IP (a shared load balancer, a CDN) would share connections, and a TLS connection verified
 for one name would carry requests for the other. One client per host name keeps each host's connections its own
-and lets requests to the same host reuse them (a new connection per request cost the webhook channel a fifth of
-its throughput). The least recently used clients beyond `size` are closed once their requests are done.
+and lets requests to the same host reuse them, instead of a new connection (and TLS handshake) per request. The
+least recently used clients beyond `size` are closed once their requests are done.
 """
 
 from __future__ import annotations

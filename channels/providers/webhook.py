@@ -210,10 +210,9 @@ def _special(ip: IPAddress) -> bool:
             or any(ip in network for network in table))
 
 
-ANSWER_READ_BYTES = 65_536  # of a receiver's answer, read only so its connection can be kept
-
-
-ANSWER_READ_SECONDS = 1.0  # for the rest of an answer whose status is in
+# Of a receiver's answer, read only so its connection can be kept: at most this much, for at most this long.
+ANSWER_READ_BYTES = 65_536
+ANSWER_READ_SECONDS = 1.0
 
 
 async def _drain(response: httpx.Response, limit: int = ANSWER_READ_BYTES, seconds: float = ANSWER_READ_SECONDS
@@ -287,7 +286,8 @@ class StandardWebhookProvider:
     async def signed_post(self, address: str, webhook_id: str, body: bytes, secrets: Sequence[str]
                           ) -> httpx.Response:
         """POST `body` to `address` through the guard, signed per Standard Webhooks with every one of `secrets`;
-        the answer's body is never read. Raises the guard's `DeliveryError`s and httpx's errors."""
+        of the answer only the status matters (its body is drained, `_drain`). Raises the guard's
+        `DeliveryError`s and httpx's errors."""
         url, host_header, server_name = await self._checked_url(address)
         timestamp = int(self.clock())
         headers = {

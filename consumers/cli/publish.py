@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from consumers.topics import event_lane, kafka_client_kwargs
+from consumers.topics import event_lane, kafka_client_kwargs, reading_consumer, records_to_end
 from schemas.catalog import Catalog
 from schemas.settings import Settings
 from schemas.status import DeliveryStatus
@@ -93,15 +93,10 @@ class EventProducer:
         await self.producer.flush()
 
 
-QUIET_MS = 200  # an empty poll this long, past the end offsets, ends a reading (not following)
-
-
 async def read_topic(settings: Settings, short: str, *, follow: bool = False,
                      idle_timeout: float = 1.0) -> AsyncIterator[ConsumerRecord]:
     """Every record of a topic from the beginning, without joining a group; stops at the end unless `follow`."""
-    # A short fetch wait: the reading ends on an empty poll, which should not cost the broker's default wait.
-    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    consumer = reading_consumer(settings)
     await start_or_close(consumer)
     try:
         topic = settings.topic(short)
@@ -111,17 +106,14 @@ async def read_topic(settings: Settings, short: str, *, follow: bool = False,
             return
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts) if not follow else {}
-        while True:
-            # Past the end offsets, on until a poll comes back empty: the embedded broker (Tansu) answers
-            # ListOffsets "latest" with fewer than it holds (1 for a partition of 3 records written in one batch).
-            behind = follow or any([await consumer.position(tp) < end[tp] for tp in parts])
-            batch = await consumer.getmany(timeout_ms=int(idle_timeout * 1000) if behind else QUIET_MS)
-            records = [record for part in batch.values() for record in part]
-            for record in records:
+        if not follow:
+            async for record in records_to_end(consumer, parts, await consumer.end_offsets(parts), idle_timeout):
                 yield record
-            if not records and not behind:
-                return
+            return
+        while True:
+            for records in (await consumer.getmany(timeout_ms=int(idle_timeout * 1000))).values():
+                for record in records:
+                    yield record
     finally:
         await consumer.stop()
 

@@ -29,7 +29,8 @@ import orjson
 from faust.web import Request, Response, View
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from consumers.inbound.api import Answer, ApiKeys, error_answer, json_object
+from consumers.inbound.api import Answer, ApiKeys, json_object
+from consumers.inbound.api import error_answer as _error
 from consumers.inbound.web import BodyTooLarge, read_body, text_headers
 from consumers.observe.metrics import Metrics
 from consumers.state.preferences import PreferenceLedger
@@ -81,8 +82,6 @@ class PreferencesPatch(BaseModel):
 
     topics: dict[str, ChoicePatch | None] = Field(default_factory=dict)
 
-
-_error = error_answer
 
 
 def _unavailable() -> Answer:

@@ -32,7 +32,8 @@ from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from channels.providers.webhook import WebhookSettings, forbidden_address
-from consumers.inbound.api import Answer, ApiKeys, error_answer, json_object
+from consumers.inbound.api import Answer, ApiKeys, json_object
+from consumers.inbound.api import error_answer as _error
 from consumers.inbound.web import BodyTooLarge, read_body, text_headers
 from consumers.state.status_webhooks import Registrations
 from schemas.catalog import Catalog
@@ -47,8 +48,6 @@ MAX_BODY = 16 * 1024
 READY_WITHIN = 10.0  # seconds for the registrations' store to be read whole before an answer is 503
 JSON = "application/json"
 
-
-_error = error_answer
 
 
 def url_problem(url: str, config: WebhookSettings) -> str | None:

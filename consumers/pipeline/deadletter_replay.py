@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import BaseModel, Field
 
-from consumers.topics import kafka_client_kwargs
+from consumers.topics import reading_consumer, records_to_end
 from schemas.settings import Settings
 
 REPLAYED_FROM = "herald-replayed-from"  # header of a replayed record: the dead letter's PARTITION/OFFSET
@@ -138,35 +138,11 @@ async def _started(consumer: AIOKafkaConsumer) -> None:
         raise
 
 
-QUIET_MS = 200  # an empty poll this long, past the end offsets, ends a reading
-
-
-def _consumer(settings: Settings) -> AIOKafkaConsumer:
-    # A short fetch wait: the reading ends on an empty poll, which should not cost the broker's default wait.
-    return AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest",
-                            fetch_max_wait_ms=100)
-
-
-async def _drain(consumer: AIOKafkaConsumer, parts: Sequence[TopicPartition], end: Mapping[TopicPartition, int],
-                 idle_timeout: float) -> list[ConsumerRecord]:
-    """Every record from the consumer's positions on: at least to the end offsets, then until a poll comes back
-    empty. The end offsets alone are not enough: the embedded broker (Tansu) answers ListOffsets "latest" with
-    fewer than it holds (1 for a partition of 3 records written in one batch)."""
-    found: list[ConsumerRecord] = []
-    while True:
-        behind = [tp for tp in parts if await consumer.position(tp) < end[tp]]
-        batch = await consumer.getmany(*parts, timeout_ms=int(idle_timeout * 1000) if behind else QUIET_MS)
-        records = [r for records in batch.values() for r in records]
-        found += records
-        if not records and not behind:
-            return found
-
-
 async def read_dead_letters(settings: Settings, *, newest: int | None = None, idle_timeout: float = 1.0
                             ) -> DeadLetterTail:
     """The dead-letter topic without joining a group: every record, or (with `newest`) at most that many, the
     newest by time. Reads each partition from `newest` records before its end, so the cost is bounded."""
-    consumer = _consumer(settings)
+    consumer = reading_consumer(settings)
     await _started(consumer)
     try:
         topic = settings.topic("deadletter")
@@ -178,7 +154,7 @@ async def read_dead_letters(settings: Settings, *, newest: int | None = None, id
         first, end = await consumer.beginning_offsets(parts), await consumer.end_offsets(parts)
         for tp in parts:
             consumer.seek(tp, first[tp] if newest is None else max(first[tp], end[tp] - newest))
-        records = await _drain(consumer, parts, end, idle_timeout)
+        records = [r async for r in records_to_end(consumer, parts, end, idle_timeout)]
     finally:
         await consumer.stop()
     last = {tp: end[tp] for tp in parts}
@@ -193,7 +169,7 @@ async def read_dead_letters(settings: Settings, *, newest: int | None = None, id
 async def read_dead_letter(settings: Settings, partition: int, offset: int, *, idle_timeout: float = 2.0
                            ) -> DeadLetter | None:
     """The dead letter at `partition`/`offset`; None when the topic has no such record (any more)."""
-    consumer = _consumer(settings)
+    consumer = reading_consumer(settings)
     await _started(consumer)
     try:
         topic = settings.topic("deadletter")
@@ -205,7 +181,7 @@ async def read_dead_letter(settings: Settings, partition: int, offset: int, *, i
         if offset < (await consumer.beginning_offsets([tp]))[tp]:
             return None
         consumer.seek(tp, offset)
-        # Not bounded by the end offset (see `_drain`): the first record at or past `offset`, or an empty poll.
+        # Not bounded by the end offset (see `records_to_end`): the first record at or past `offset`, or an empty poll.
         while records := (await consumer.getmany(tp, timeout_ms=int(idle_timeout * 1000))).get(tp, []):
             for record in records:
                 if record.offset == offset:

@@ -331,15 +331,21 @@ async def test_status_webhooks__status_older_than_the_retry_window_is_dead_lette
     assert len(rig.receiver.requests) == 3  # at 0, 1 and 3 s; the next (7 s later) would be past the 10 s window
 
 
-async def test_status_webhooks__failing_endpoint_is_paused_then_resumed_by_a_probe() -> None:
-    rig = make_rig(receiver=Receiver({"93.184.216.34": [httpx.Response(503)] * 2}),
-                   status_webhook_pause_after=2, status_webhook_pause_for=30, status_webhook_concurrency=1)
+async def paused_rig(failures: int, statuses: int, pause_for: float) -> Rig:
+    """acme's endpoint paused after 2 failed attempts (503 `failures` times, then 200), `statuses` waiting."""
+    rig = make_rig(receiver=Receiver({"93.184.216.34": [httpx.Response(503)] * failures}),
+                   status_webhook_pause_after=2, status_webhook_pause_for=pause_for, status_webhook_concurrency=1)
     await rig.register("acme", ACME_URL)
-    for _ in range(3):
+    for _ in range(statuses):
         await rig.hooks.handle(rig.record())
     await rig.settle()
     rig.clock.advance(1)
     await rig.settle()
+    return rig
+
+
+async def test_status_webhooks__failing_endpoint_is_paused_then_resumed_by_a_probe() -> None:
+    rig = await paused_rig(failures=2, statuses=3, pause_for=30)
     assert len(rig.receiver.requests) == 2
     assert rig.count("herald_status_webhook_paused", tenant="acme") == 1
     rig.clock.advance(28)  # paused since 0 s: nothing goes out, though entries are due
@@ -353,14 +359,7 @@ async def test_status_webhooks__failing_endpoint_is_paused_then_resumed_by_a_pro
 
 
 async def test_status_webhooks__statuses_of_a_paused_endpoint_are_given_up_when_their_retry_window_ends() -> None:
-    rig = make_rig(receiver=Receiver({"93.184.216.34": [httpx.Response(503)] * 1000}),
-                   status_webhook_pause_after=2, status_webhook_pause_for=60, status_webhook_concurrency=1)
-    await rig.register("acme", ACME_URL)
-    for _ in range(20):
-        await rig.hooks.handle(rig.record())
-    await rig.settle()
-    rig.clock.advance(1)
-    await rig.settle()
+    rig = await paused_rig(failures=1000, statuses=20, pause_for=60)
     assert rig.count("herald_status_webhook_paused", tenant="acme") == 1
     sent = len(rig.receiver.requests)
     rig.clock.advance(59 * 60)  # within the hour: nothing given up, whatever the probes say
